@@ -1,0 +1,288 @@
+"""Does distillation pay off on the demo data, and what does it cost?
+
+Each (method, seed) is a real run of the user-facing commands (tools/train.py
+or slim/distillation/distill.py, `--eval`) in its own process, so peak memory
+is per method. Accuracy and throughput come from the run's history.jsonl; the
+step-cost ratios come from `profile_step`, which times the student train step,
+the teacher's inference forward, the distill step and the loss alone in one
+process, interleaved, so they are comparable.
+"""
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from .engine.callbacks import read_history
+from .logger import get_logger
+
+logger = get_logger()
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STUDENT = 'configs/demo/yolov3_mobilenet_v1_demo.yml'
+TEACHER = 'configs/demo/yolov3_r34_demo.yml'
+METHODS = {
+    'teacher': ('train', TEACHER, []),
+    'baseline': ('train', STUDENT, []),
+    'l2': ('distill', STUDENT, ['distill_loss=l2']),
+    'fine_grained': ('distill', STUDENT, ['use_fine_grained_loss=true']),
+    'kl': ('distill', STUDENT, ['distill_loss=kl']),
+}
+# Relative cost of one run, for the ETA before any run has finished.
+COST = {'teacher': 2.5, 'baseline': 1.0, 'l2': 1.8, 'fine_grained': 1.8,
+        'kl': 1.8}
+
+
+def _cfg_name(path):
+    return os.path.splitext(os.path.basename(path))[0]
+
+
+def run_dir(out, method, seed):
+    return os.path.join(out, 'runs', '{}_s{}'.format(method, seed))
+
+
+def teacher_weights(out, seed=0):
+    return os.path.join(run_dir(out, 'teacher', seed), _cfg_name(TEACHER),
+                        'model_final')
+
+
+def command(method, seed, out, opts=()):
+    tool, cfg, extra = METHODS[method]
+    script = 'tools/train.py' if tool == 'train' else \
+        'slim/distillation/distill.py'
+    cmd = [sys.executable, script, '-c', cfg]
+    if tool == 'distill':
+        cmd += ['-t', TEACHER, '--teacher_pretrained', teacher_weights(out)]
+    cmd += ['--eval', '-o', 'save_dir=' + run_dir(out, method, seed),
+            'seed={}'.format(seed)] + list(extra) + list(opts)
+    return cmd
+
+
+def run_one(method, seed, out, opts=(), reuse=True):
+    """Train (or reuse) one run; return its summary."""
+    d = run_dir(out, method, seed)
+    summary_path = os.path.join(d, 'summary.json')
+    if reuse and os.path.isfile(summary_path):
+        with open(summary_path) as f:
+            return json.load(f)
+    os.makedirs(d, exist_ok=True)
+    rss_file = os.path.join(d, 'peak_rss_kb.txt')
+    cmd = ['/usr/bin/time', '-f', '%M', '-o', rss_file] + \
+        command(method, seed, out, opts)
+    tic = time.time()
+    with open(os.path.join(d, 'train.log'), 'w') as log:
+        proc = subprocess.run(cmd, cwd=ROOT, stdout=log,
+                              stderr=subprocess.STDOUT)
+    if proc.returncode != 0:
+        raise RuntimeError('{} seed {} failed (exit {}); see {}'.format(
+            method, seed, proc.returncode, os.path.join(d, 'train.log')))
+    cfg = METHODS[method][1]
+    hist = read_history(os.path.join(d, _cfg_name(cfg), 'history.jsonl'))
+    train = [r for r in hist if r['kind'] == 'train']
+    evals = [r for r in hist if r['kind'] == 'eval']
+    with open(rss_file) as f:
+        peak_kb = int(f.read().strip().splitlines()[-1])
+    steady = train[1:] or train  # the first window includes start-up
+    summary = {
+        'method': method, 'seed': seed, 'wall_s': time.time() - tic,
+        'steps': train[-1]['step'] if train else 0,
+        'mAP': evals[-1]['mAP'], 'eval_images_per_sec':
+            evals[-1]['images_per_sec'],
+        'train_images_per_sec': statistics.mean(r['ips'] for r in steady),
+        'step_time_s': statistics.mean(r['batch_time'] for r in steady),
+        'peak_rss_mb': peak_kb / 1024.,
+        'curve': [(r['step'], r['mAP']) for r in evals],
+        'losses': [{k: v for k, v in r.items() if k not in
+                    ('kind', 'epoch', 'lr', 'data_time', 'ips')}
+                   for r in train],
+    }
+    with open(summary_path, 'w') as f:
+        json.dump(summary, f)
+    return summary
+
+
+def profile_step(out, repeats=10, opts=()):
+    """Seconds per step of: student train step, teacher inference forward,
+    distill step (l2), and the distillation loss alone (forward + backward),
+    measured round-robin in this process."""
+    import paddle
+    from .config import build_model, load_config
+    from .distill.distiller import build_distiller
+    from .engine import Trainer
+    from .weights import load_weights
+    cfg = load_config(os.path.join(ROOT, STUDENT), list(opts))
+    tcfg = load_config(os.path.join(ROOT, TEACHER))
+    paddle.set_device('cpu')
+    student, teacher = build_model(cfg), build_model(tcfg)
+    load_weights(teacher, teacher_weights(out))
+    distiller = build_distiller(cfg, student, teacher)
+    trainer = Trainer(cfg, 'train', model=distiller)
+    batch = next(iter(trainer.loader.dataloader))
+    opt = trainer.optimizer
+
+    def student_step():
+        loss = student(batch)['loss']
+        loss.backward()
+        opt.step()
+        opt.clear_grad()
+
+    def teacher_forward():
+        distiller.teacher_outputs(batch)
+
+    def distill_step():
+        loss = distiller(batch)['loss']
+        loss.backward()
+        opt.step()
+        opt.clear_grad()
+
+    t_out = distiller.teacher_outputs(batch)
+    s_out = {s: paddle.randn(t_out[t].shape) for s, t in distiller.pairs}
+    for v in s_out.values():
+        v.stop_gradient = False
+
+    def loss_only():
+        parts = [v for s, t in distiller.pairs for v in
+                 distiller.distill_loss(s_out[s], t_out[t]).values()]
+        paddle.add_n(parts).backward()
+
+    fns = {'student_train_step': student_step,
+           'teacher_inference_forward': teacher_forward,
+           'distill_step': distill_step, 'distill_loss_only': loss_only}
+    distiller.train()
+    times = {k: [] for k in fns}
+    for k, f in fns.items():  # warm-up
+        f()
+    for _ in range(repeats):
+        for k, f in fns.items():
+            tic = time.perf_counter()
+            f()
+            times[k].append(time.perf_counter() - tic)
+    med = {k: float(np.median(v)) for k, v in times.items()}
+    med['ratio_distill_vs_student_plus_teacher'] = med['distill_step'] / (
+        med['student_train_step'] + med['teacher_inference_forward'])
+    med['ratio_distill_vs_student'] = med['distill_step'] / \
+        med['student_train_step']
+    med['loss_share_of_distill_step'] = med['distill_loss_only'] / \
+        med['distill_step']
+    med['batch_size'] = trainer.loader.batch_size
+    return med
+
+
+def aggregate(summaries):
+    by = {}
+    for s in summaries:
+        by.setdefault(s['method'], []).append(s)
+    rows = {}
+    for m, runs in by.items():
+        def stat(f):
+            vals = [f(r) for r in runs]
+            return {'mean': statistics.mean(vals), 'spread': (
+                max(vals) - min(vals)), 'values': vals}
+        rows[m] = {
+            'seeds': [r['seed'] for r in runs],
+            'mAP_11point': stat(lambda r: 100 * r['mAP']['11point']),
+            'mAP_area': stat(lambda r: 100 * r['mAP']['area']),
+            'train_images_per_sec': stat(lambda r: r['train_images_per_sec']),
+            'step_time_s': stat(lambda r: r['step_time_s']),
+            'peak_rss_mb': stat(lambda r: r['peak_rss_mb']),
+            'eval_images_per_sec': stat(lambda r: r['eval_images_per_sec']),
+        }
+    if 'teacher' in rows and 'baseline' in rows:
+        for kind in ('mAP_11point', 'mAP_area'):
+            t, b = rows['teacher'][kind]['mean'], rows['baseline'][kind]['mean']
+            for m, r in rows.items():
+                if m not in ('teacher', 'baseline'):
+                    r['gap_recovered_' + kind.split('_')[1]] = (
+                        r[kind]['mean'] - b) / (t - b) if t != b else None
+    if 'baseline' in rows:
+        base = rows['baseline']['step_time_s']['mean']
+        for r in rows.values():
+            r['step_time_vs_baseline'] = r['step_time_s']['mean'] / base
+    return rows
+
+
+def _fmt(stat, digits=2):
+    if len(stat['values']) < 2:
+        return '{:.{d}f}'.format(stat['mean'], d=digits)
+    return '{:.{d}f} ± {:.{d}f}'.format(stat['mean'], stat['spread'] / 2,
+                                        d=digits)
+
+
+def write_report(rows, profile, path, command_line, targets=None):
+    order = [m for m in METHODS if m in rows]
+    lines = [
+        '# Benchmark: distillation on the demo dataset', '',
+        'Produced by `{}` on this machine ({} CPU cores, no GPU). Every '
+        'number below was measured by that run.'.format(
+            command_line, os.cpu_count()), '',
+        'mAP@0.5 in %, mean ± half the range over seeds {}; "gap recovered" '
+        '= (distilled - baseline) / (teacher - baseline) on the means.'.format(
+            sorted({s for r in rows.values() for s in r['seeds']})), '',
+        '| method | mAP 11-point | mAP area | gap recovered (11pt / area) | '
+        'train img/s | step time vs baseline | peak RSS (MB) | eval img/s |',
+        '|---|---|---|---|---|---|---|---|']
+    for m in order:
+        r = rows[m]
+        gap = '-'
+        if 'gap_recovered_11point' in r and \
+                r['gap_recovered_11point'] is not None:
+            gap = '{:.0%} / {:.0%}'.format(r['gap_recovered_11point'],
+                                           r['gap_recovered_area'])
+        lines.append('| {} | {} | {} | {} | {:.1f} | {} | {:.0f} | {:.1f} |'
+                     .format(m, _fmt(r['mAP_11point']), _fmt(r['mAP_area']),
+                             gap, r['train_images_per_sec']['mean'],
+                             '{:.2f}x'.format(r['step_time_vs_baseline'])
+                             if 'step_time_vs_baseline' in r else '-',
+                             r['peak_rss_mb']['mean'],
+                             r['eval_images_per_sec']['mean']))
+    if profile:
+        lines += [
+            '', '## Cost of one step (batch {}, median of interleaved '
+            'repeats, seconds)'.format(profile['batch_size']), '',
+            '| student train step | teacher inference forward | distill step '
+            '(l2) | distill loss alone (fwd+bwd) |', '|---|---|---|---|',
+            '| {student_train_step:.4f} | {teacher_inference_forward:.4f} | '
+            '{distill_step:.4f} | {distill_loss_only:.4f} |'.format(**profile),
+            '', '- distill step / (student step + teacher forward): '
+            '**{:.3f}x** (target ≤ 1.15x)'.format(
+                profile['ratio_distill_vs_student_plus_teacher']),
+            '- distill step / student step: {:.2f}x'.format(
+                profile['ratio_distill_vs_student']),
+            '- distillation loss share of the distill step: **{:.1%}** '
+            '(target < 5%)'.format(profile['loss_share_of_distill_step'])]
+    if targets:
+        lines += ['', '## Targets', ''] + ['- {}: **{}** ({})'.format(
+            name, 'met' if ok else 'NOT met', why)
+            for name, ok, why in targets]
+    lines += ['', '![mAP over steps](map_curves.png)', '',
+              '![loss components](loss_curves.png)', '']
+    with open(path, 'w') as f:
+        f.write('\n'.join(lines))
+
+
+def check_targets(rows, profile):
+    out = []
+    if {'baseline', 'l2'} <= set(rows):
+        b, l2 = rows['baseline']['mAP_11point'], rows['l2']['mAP_11point']
+        spread = max(b['spread'], l2['spread'])
+        out.append(('L2 beats the baseline by more than the seed spread',
+                    l2['mean'] - b['mean'] > spread,
+                    'L2 - baseline = {:+.2f}, largest seed spread {:.2f}'
+                    .format(l2['mean'] - b['mean'], spread)))
+    gaps = {m: r['gap_recovered_11point'] for m, r in rows.items()
+            if r.get('gap_recovered_11point') is not None}
+    if gaps:
+        best = max(gaps, key=gaps.get)
+        out.append(('some method recovers at least half of the gap',
+                    gaps[best] >= 0.5, 'best: {} at {:.0%}'.format(
+                        best, gaps[best])))
+    if profile:
+        r = profile['ratio_distill_vs_student_plus_teacher']
+        out.append(('distill step within 1.15x of student step + teacher '
+                    'forward', r <= 1.15, '{:.3f}x'.format(r)))
+        s = profile['loss_share_of_distill_step']
+        out.append(('distillation loss under 5% of a step', s < 0.05,
+                    '{:.1%}'.format(s)))
+    return out

@@ -1,0 +1,159 @@
+"""Configs: PaddleDetection YAML (`_BASE_` inheritance, `-o key=value`
+overrides), kept apart per model.
+
+ppdet's `load_config` merges every file into one global dict, so loading the
+teacher's config after the student's silently overwrites the student's settings
+(PaddleDetection issue #5976). Here a config is a plain dict of its own;
+`activate(cfg)` installs it into ppdet's workspace only while components are
+built from it.
+"""
+import contextlib
+import copy
+import difflib
+import os
+
+import yaml
+from ppdet.core import workspace
+from ppdet.core.config.schema import SchemaDict
+
+__all__ = ['ConfigError', 'load_config', 'parse_overrides', 'activate',
+           'build_model']
+
+# Top-level keys our tools read that ppdet's registered modules don't declare.
+KNOWN_KEYS = {
+    # PaddleDetection runtime / training keys
+    'architecture', 'pretrain_weights', 'weights', 'norm_type', 'num_classes',
+    'metric', 'map_type', 'classwise', 'use_gpu', 'use_xpu', 'use_mlu',
+    'use_npu', 'use_gcu', 'log_iter', 'save_dir', 'snapshot_epoch', 'epoch',
+    'print_flops', 'print_params', 'export', 'worker_num', 'filename',
+    'use_vdl', 'vdl_log_dir', 'amp', 'amp_level', 'find_unused_parameters',
+    'use_ema', 'ema_decay', 'to_static', 'seed', 'data_format', 'find_unused',
+    # distillation (slim/distillation/distill.py)
+    'distill', 'use_fine_grained_loss', 'distill_loss', 'distill_loss_weight',
+    'distill_pairs', 'temperature', 'teacher_pretrained',
+}
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _read_yaml(path):
+    if not os.path.isfile(path):
+        raise ConfigError('config file not found: {}'.format(path))
+    try:
+        with open(path) as f:
+            cfg = yaml.load(f, Loader=yaml.Loader) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError('{}: invalid YAML: {}'.format(path, e)) from None
+    if not isinstance(cfg, dict):
+        raise ConfigError('{}: top level must be a mapping'.format(path))
+    return cfg
+
+
+def _merge(dst, src):
+    for k, v in src.items():
+        if isinstance(v, dict) and isinstance(dst.get(k), dict):
+            _merge(dst[k], v)
+        else:
+            dst[k] = v
+    return dst
+
+
+def _load_with_base(path):
+    cfg = _read_yaml(path)
+    merged = {}
+    for base in cfg.pop('_BASE_', []):
+        base = os.path.expanduser(base)
+        if not os.path.isabs(base):
+            base = os.path.join(os.path.dirname(path), base)
+        _merge(merged, _load_with_base(base))
+    return _merge(merged, cfg)
+
+
+def parse_overrides(items):
+    """['a.b=1', 'c=[1, 2]'] -> {'a': {'b': 1}, 'c': [1, 2]} (values as YAML)."""
+    out = {}
+    for item in items or []:
+        if '=' not in item:
+            raise ConfigError("override '{}' is not key=value".format(item))
+        key, value = item.split('=', 1)
+        try:
+            value = yaml.safe_load(value)
+        except yaml.YAMLError:
+            pass  # keep it as the raw string
+        node = out
+        parts = key.strip().split('.')
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = value
+    return out
+
+
+def _check_keys(cfg, overrides, path):
+    """Reject override keys that nothing reads: a typo must not train for a day."""
+    registered = workspace.get_registered_modules()
+    known = KNOWN_KEYS | set(registered) | set(cfg)
+    for key, value in overrides.items():
+        if key not in known:
+            hint = difflib.get_close_matches(key, sorted(known), n=1)
+            raise ConfigError("{}: unknown config key '{}'{}".format(
+                path, key, " (did you mean '{}'?)".format(hint[0]) if hint
+                else ''))
+        # Dataset slots (TrainDataset: {name: VOCDataSet, ...}) take the
+        # arguments of the class they name.
+        target = value.get('name') if isinstance(value, dict) else None
+        target = target or (cfg.get(key) or {}).get('name') \
+            if isinstance(cfg.get(key), dict) or target else target
+        schema = registered.get(target or key)
+        if isinstance(schema, SchemaDict) and isinstance(value, dict):
+            for sub in value:
+                if sub not in schema.schema and sub != 'name':
+                    hint = difflib.get_close_matches(sub, list(schema.schema), 1)
+                    raise ConfigError("{}: {} has no argument '{}'{}".format(
+                        path, target or key, sub, " (did you mean '{}'?)"
+                        .format(hint[0]) if hint else ''))
+
+
+def load_config(path, overrides=None):
+    """Read `path` with its `_BASE_` files and apply `-o` overrides.
+
+    Returns an independent dict; ppdet's global config is not touched.
+    """
+    import detdistill  # noqa: F401  registers our components before key checks
+    cfg = _load_with_base(path)
+    overrides = overrides if isinstance(overrides, dict) else \
+        parse_overrides(overrides)
+    _check_keys(cfg, overrides, path)
+    _merge(cfg, copy.deepcopy(overrides))
+    cfg['filename'] = os.path.splitext(os.path.basename(path))[0]
+    cfg['config_path'] = path
+    return cfg
+
+
+_PRISTINE = None
+
+
+@contextlib.contextmanager
+def activate(cfg):
+    """Install `cfg` as ppdet's global config for the block (ppdet's `create`
+    reads only that), then restore what was there."""
+    global _PRISTINE
+    g = workspace.global_config
+    if _PRISTINE is None:
+        _PRISTINE = {k: v.copy() for k, v in g.items()
+                     if isinstance(v, SchemaDict)}
+    saved = dict(g)
+    g.clear()
+    g.update({k: v.copy() for k, v in _PRISTINE.items()})
+    workspace.merge_config(copy.deepcopy(cfg))
+    try:
+        yield g
+    finally:
+        g.clear()
+        g.update(saved)
+
+
+def build_model(cfg):
+    with activate(cfg):
+        return workspace.create(cfg['architecture'])

@@ -1,0 +1,248 @@
+"""Pascal VOC annotations: parse, validate up front, split into
+PaddleDetection list files.
+
+A bad file costs a GPU day when it surfaces mid-training, so every check here
+names the file and the field, and validation reports every problem at once.
+"""
+import collections
+import os
+import random
+import xml.etree.ElementTree as ET
+
+from PIL import Image
+
+__all__ = ['VOCDataError', 'parse_voc_xml', 'check_image',
+           'validate_voc_list', 'ValidationReport', 'split_voc',
+           'read_label_list', 'atomic_write']
+
+IMAGE_EXTS = ('.jpg', '.jpeg', '.png', '.bmp')
+
+
+class VOCDataError(ValueError):
+    pass
+
+
+def atomic_write(path, text):
+    tmp = '{}.tmp{}'.format(path, os.getpid())
+    with open(tmp, 'w') as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def read_label_list(path):
+    if not os.path.isfile(path):
+        raise VOCDataError('label list {} does not exist'.format(path))
+    with open(path) as f:
+        names = [line.strip() for line in f if line.strip()]
+    if not names:
+        raise VOCDataError('label list {} is empty'.format(path))
+    return names
+
+
+def _number(node, field, xml_path):
+    el = node.find(field)
+    if el is None or el.text is None:
+        raise VOCDataError('{}: missing <{}>'.format(xml_path, field))
+    try:
+        return float(el.text)
+    except ValueError:
+        raise VOCDataError('{}: <{}> is not a number: {!r}'.format(
+            xml_path, field, el.text)) from None
+
+
+def parse_voc_xml(xml_path, class_names=None):
+    """-> {'filename', 'width', 'height', 'objects': [{'name', 'bbox',
+    'difficult'}]}; VOCDataError names the file and field of any problem."""
+    try:
+        root = ET.parse(xml_path).getroot()
+    except FileNotFoundError:
+        raise VOCDataError('{}: annotation file not found'.format(
+            xml_path)) from None
+    except ET.ParseError as e:
+        raise VOCDataError('{}: malformed XML ({})'.format(xml_path,
+                                                          e)) from None
+    size = root.find('size')
+    if size is None:
+        raise VOCDataError('{}: missing <size>'.format(xml_path))
+    width, height = _number(size, 'width', xml_path), _number(
+        size, 'height', xml_path)
+    objects = []
+    for i, obj in enumerate(root.findall('object')):
+        name_el = obj.find('name')
+        if name_el is None or not (name_el.text or '').strip():
+            raise VOCDataError('{}: object {} has no <name>'.format(
+                xml_path, i))
+        name = name_el.text.strip()
+        if class_names is not None and name not in class_names:
+            raise VOCDataError(
+                "{}: object {} has unknown class '{}' (known: {})".format(
+                    xml_path, i, name, ', '.join(class_names)))
+        box = obj.find('bndbox')
+        if box is None:
+            raise VOCDataError('{}: object {} ({}) has no <bndbox>'.format(
+                xml_path, i, name))
+        x1, y1, x2, y2 = (_number(box, k, xml_path)
+                          for k in ('xmin', 'ymin', 'xmax', 'ymax'))
+        if x2 <= x1 or y2 <= y1:
+            raise VOCDataError(
+                '{}: object {} ({}) has an empty <bndbox> [{}, {}, {}, {}]'
+                .format(xml_path, i, name, x1, y1, x2, y2))
+        diff = obj.find('difficult')
+        objects.append({'name': name, 'bbox': [x1, y1, x2, y2],
+                        'difficult': int(diff.text) if diff is not None and
+                        (diff.text or '').strip().isdigit() else 0})
+    fn = root.find('filename')
+    return {'filename': fn.text if fn is not None else None, 'width': width,
+            'height': height, 'objects': objects}
+
+
+def check_image(path):
+    """Fully decode an image: a truncated or corrupt file fails here, not in
+    a data-loader worker hours into training."""
+    if not os.path.isfile(path):
+        raise VOCDataError('{}: image file not found'.format(path))
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return im.size
+    except Exception as e:  # PIL raises many types for bad files
+        raise VOCDataError('{}: cannot decode image ({})'.format(
+            path, e)) from None
+
+
+class ValidationReport:
+    def __init__(self, list_path):
+        self.list_path = list_path
+        self.num_images = 0
+        self.per_class = collections.Counter()
+        self.problems = []
+
+    @property
+    def num_objects(self):
+        return sum(self.per_class.values())
+
+    def raise_if_problems(self, limit=20):
+        if not self.problems:
+            return
+        shown = self.problems[:limit]
+        more = len(self.problems) - len(shown)
+        raise VOCDataError('{} problem(s) in {}:\n  {}{}'.format(
+            len(self.problems), self.list_path, '\n  '.join(shown),
+            '\n  ... and {} more'.format(more) if more else ''))
+
+
+def validate_voc_list(dataset_dir, anno_path, label_list):
+    """Check every line of a PaddleDetection VOC list file (`image xml`,
+    relative to dataset_dir): the image decodes, the XML parses, every class
+    is in label_list. Collects all problems."""
+    list_path = os.path.join(dataset_dir, anno_path)
+    if not os.path.isfile(list_path):
+        raise VOCDataError('list file {} does not exist'.format(list_path))
+    names = read_label_list(label_list)
+    report = ValidationReport(list_path)
+    with open(list_path) as f:
+        lines = [line.split() for line in f if line.strip()]
+    for n, parts in enumerate(lines, 1):
+        if len(parts) != 2:
+            report.problems.append('{} line {}: expected "image xml", got '
+                                   '{!r}'.format(list_path, n, ' '.join(parts)))
+            continue
+        img, xml = (os.path.join(dataset_dir, p) for p in parts)
+        try:
+            check_image(img)
+            ann = parse_voc_xml(xml, names)
+        except VOCDataError as e:
+            report.problems.append(str(e))
+            continue
+        report.num_images += 1
+        report.per_class.update(o['name'] for o in ann['objects'])
+    return report
+
+
+def split_voc(dataset_dir, ratio=0.9, seed=0, unlabeled=0,
+              image_dir='VOCdevkit/VOC2012/JPEGImages',
+              anno_dir='VOCdevkit/VOC2012/Annotations', label_list=None,
+              overwrite=False):
+    """Write trainval.txt, test.txt, label_list.txt (and unlabeled.txt with
+    `unlabeled` images held out without labels) in dataset_dir.
+
+    Deterministic: the same files and seed give byte-identical lists. Every
+    image must have a parseable annotation with known classes, else
+    VOCDataError lists every problem. Returns the per-split class counts."""
+    if not 0 < ratio <= 1:
+        raise VOCDataError('--ratio must be in (0, 1], got {}'.format(ratio))
+    outputs = ['trainval.txt', 'test.txt', 'label_list.txt'] + (
+        ['unlabeled.txt'] if unlabeled else [])
+    if not overwrite:
+        for name in outputs:
+            path = os.path.join(dataset_dir, name)
+            if os.path.exists(path):
+                raise VOCDataError('{} exists; pass --overwrite to replace '
+                                   'it'.format(path))
+    img_root = os.path.join(dataset_dir, image_dir)
+    if not os.path.isdir(img_root):
+        raise VOCDataError('image directory {} does not exist'.format(
+            img_root))
+    stems = sorted(os.path.splitext(f)[0] for f in os.listdir(img_root)
+                   if f.lower().endswith(IMAGE_EXTS))
+    ext = {os.path.splitext(f)[0]: os.path.splitext(f)[1]
+           for f in os.listdir(img_root)}
+    if not stems:
+        raise VOCDataError('no images in {}'.format(img_root))
+    names = read_label_list(label_list) if label_list else None
+    anns, problems = {}, []
+    for stem in stems:
+        xml = os.path.join(dataset_dir, anno_dir, stem + '.xml')
+        try:
+            check_image(os.path.join(img_root, stem + ext[stem]))
+            anns[stem] = parse_voc_xml(xml, names)
+        except VOCDataError as e:
+            problems.append(str(e))
+    if problems:
+        report = ValidationReport(img_root)
+        report.problems = problems
+        report.raise_if_problems()
+    if names is None:
+        names = sorted({o['name'] for a in anns.values()
+                        for o in a['objects']})
+    order = list(stems)
+    random.Random(seed).shuffle(order)
+    if unlabeled >= len(order):
+        raise VOCDataError('--unlabeled {} leaves no labeled images (found '
+                           '{})'.format(unlabeled, len(order)))
+    held, labeled = order[:unlabeled], order[unlabeled:]
+    n_train = int(round(ratio * len(labeled)))
+    splits = {'trainval': labeled[:n_train], 'test': labeled[n_train:]}
+
+    def line(stem):
+        return '{}/{}{} {}/{}.xml\n'.format(image_dir, stem, ext[stem],
+                                            anno_dir, stem)
+
+    for split, members in splits.items():
+        atomic_write(os.path.join(dataset_dir, split + '.txt'),
+                     ''.join(line(s) for s in members))
+    atomic_write(os.path.join(dataset_dir, 'label_list.txt'),
+                 ''.join(n + '\n' for n in names))
+    if unlabeled:
+        atomic_write(os.path.join(dataset_dir, 'unlabeled.txt'), ''.join(
+            '{}/{}{}\n'.format(image_dir, s, ext[s]) for s in held))
+    summary = {split: collections.Counter(o['name'] for s in members
+                                          for o in anns[s]['objects'])
+               for split, members in splits.items()}
+    summary['images'] = {k: len(v) for k, v in splits.items()}
+    summary['images']['unlabeled'] = len(held)
+    summary['classes'] = names
+    return summary
+
+
+def format_summary(summary):
+    names = summary['classes']
+    rows = ['{:<14}{:>10}{:>10}'.format('class', 'trainval', 'test')]
+    rows += ['{:<14}{:>10}{:>10}'.format(n, summary['trainval'][n],
+                                         summary['test'][n]) for n in names]
+    imgs = summary['images']
+    rows.append('{:<14}{:>10}{:>10}'.format('images', imgs['trainval'],
+                                            imgs['test']))
+    if imgs['unlabeled']:
+        rows.append('unlabeled images: {}'.format(imgs['unlabeled']))
+    return '\n'.join(rows)

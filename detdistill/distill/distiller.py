@@ -1,0 +1,143 @@
+"""The distiller: a frozen teacher, a trainable student, and the losses that
+tie their paired outputs together.
+
+Its `forward` in training mode returns the trainer's loss dict:
+  loss          = det_loss + distill_loss   (what is optimised)
+  det_loss      = the student's detection loss on labeled data
+  distill_loss  = distill_loss_weight * sum over pairs of the loss components
+  distill_<c>   = each weighted component, summed over pairs
+  teacher_loss  = the teacher's detection loss on the same batch (every
+                  `teacher_loss_every` steps: it is for the log, not for
+                  training, and costs a loss evaluation)
+In eval mode it is the student, so evaluation and export see only the student.
+"""
+import collections
+
+import paddle
+from paddle import nn
+from ppdet.core.workspace import create
+
+from ..config import activate
+from ..logger import get_logger
+from .pairing import (DEFAULT_PAIRS, OutputRecorder, PairingError,
+                      check_names, check_shapes, describe_outputs)
+
+__all__ = ['Distiller', 'build_distiller', 'LOSS_ALIASES', 'DEFAULT_WEIGHTS']
+
+logger = get_logger()
+
+LOSS_ALIASES = {'l2': 'L2Distill', 'fine_grained': 'FineGrainedDistill',
+                'kl': 'KLDistill'}
+# L2 and fine-grained follow PaddleDetection's recipes (0.5 VOC L2: 100;
+# DistillYOLOv3Loss: 1000). KL: see README (measured on the demo).
+DEFAULT_WEIGHTS = {'L2Distill': 100., 'FineGrainedDistill': 1000.,
+                   'KLDistill': 1000.}
+
+
+class Distiller(nn.Layer):
+    def __init__(self, student, teacher, loss, pairs=DEFAULT_PAIRS, weight=1.,
+                 teacher_loss_every=20):
+        super().__init__()
+        self.student = student
+        self.teacher = teacher
+        self.distill_loss = loss
+        self.pairs = [tuple(p) for p in pairs]
+        self.weight = float(weight)
+        self.teacher_loss_every = teacher_loss_every
+        self._calls = 0
+        self._checked = False
+        check_names(student, [s for s, _ in self.pairs], 'the student')
+        check_names(teacher, [t for _, t in self.pairs], 'the teacher')
+        for p in teacher.parameters():
+            p.stop_gradient = True
+        teacher.eval()
+
+    def train(self):
+        # The trainer calls train() every epoch; the teacher stays in eval mode
+        # so its BatchNorm statistics never move.
+        super().train()
+        self.teacher.eval()
+        return self
+
+    def teacher_outputs(self, inputs):
+        """The teacher's paired outputs, from an inference forward that stops
+        after the last paired layer (no post-process, no NMS)."""
+        with paddle.no_grad(), OutputRecorder(
+                self.teacher, [t for _, t in self.pairs],
+                stop_when_done=True) as rec:
+            self.teacher(inputs)
+        return rec.outputs
+
+    def forward(self, inputs):
+        if not self.training:
+            return self.student(inputs)
+        with OutputRecorder(self.student, [s for s, _ in self.pairs]) as rec:
+            det = self.student(inputs)
+        t_out = self.teacher_outputs(inputs)
+        if not self._checked:
+            self._check(rec.outputs, t_out, inputs)
+        parts = collections.OrderedDict()
+        for s, t in self.pairs:
+            for k, v in self.distill_loss(rec.outputs[s], t_out[t]).items():
+                parts[k] = parts[k] + v if k in parts else v
+        out = collections.OrderedDict()
+        distill = self.weight * paddle.add_n(list(parts.values()))
+        out['loss'] = det['loss'] + distill
+        out['det_loss'] = det['loss']
+        out['distill_loss'] = distill
+        for k, v in parts.items():
+            out['distill_' + k] = self.weight * v.detach()
+        for k, v in det.items():
+            if k != 'loss':
+                out[k] = v
+        if self.teacher_loss_every and \
+                self._calls % self.teacher_loss_every == 0:
+            out['teacher_loss'] = self._teacher_loss(t_out, inputs)
+        self._calls += 1
+        return out
+
+    def _teacher_loss(self, t_out, inputs):
+        head = getattr(self.teacher, 'yolo_head', None)
+        names = ['yolo_head.yolo_output.{}'.format(i) for i in range(3)]
+        if head is None or any(n not in t_out for n in names):
+            return None
+        with paddle.no_grad():
+            return head.loss([t_out[n] for n in names], inputs,
+                             head.anchors)['loss']
+
+    def _check(self, s_out, t_out, inputs):
+        missing = [s for s, _ in self.pairs if s not in s_out] + \
+            [t for _, t in self.pairs if t not in t_out]
+        if missing:
+            raise PairingError('paired layers produced no output in the '
+                               'forward: {}'.format(', '.join(missing)))
+        try:
+            check_shapes(self.pairs, s_out, t_out)
+        except PairingError as e:
+            raise PairingError('{}\n  student outputs: {}\n  teacher outputs: '
+                               '{}'.format(e, '; '.join(describe_outputs(
+                                   self.student, inputs)), '; '.join(
+                                   describe_outputs(self.teacher, inputs)))
+                               ) from None
+        self._checked = True
+
+
+def build_distiller(cfg, student, teacher):
+    """Read the distillation settings of the student config `cfg`:
+    use_fine_grained_loss (the seeds' switch), distill_loss (l2 | fine_grained
+    | kl, or a registered loss class), distill_loss_weight, distill_pairs,
+    temperature."""
+    name = 'FineGrainedDistill' if cfg.get('use_fine_grained_loss') else \
+        cfg.get('distill_loss', 'l2')
+    name = LOSS_ALIASES.get(name, name)
+    weight = cfg.get('distill_loss_weight', DEFAULT_WEIGHTS.get(name, 1.))
+    with activate(cfg):
+        loss = create(name)
+    if 'temperature' in cfg and hasattr(loss, 'temperature'):
+        loss.temperature = float(cfg['temperature'])
+    pairs = cfg.get('distill_pairs') or DEFAULT_PAIRS
+    logger.info('Distillation: {} x {} on {} pairs ({})'.format(
+        name, weight, len(pairs), ', '.join(
+            s if s == t else '{}<-{}'.format(s, t) for s, t in pairs)))
+    return Distiller(student, teacher, loss, pairs, weight,
+                     teacher_loss_every=int(cfg.get('log_iter', 20)))

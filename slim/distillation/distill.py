@@ -1,0 +1,70 @@
+"""Distill a teacher detector into a student:
+
+python slim/distillation/distill.py -c STUDENT.yml -t TEACHER.yml \
+    --teacher_pretrained URL_OR_PATH [-o use_fine_grained_loss=true ...] \
+    [-r CKPT] [--eval] [--use_vdl --vdl_log_dir DIR] [--pretrained W]
+
+Everything but the teacher behaves as tools/train.py does on the student
+config: same -o overrides, outputs, checkpoints and evaluation.
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                '..', '..'))
+
+from detdistill.cli import ArgsParser, main_guard  # noqa: E402
+from detdistill.config import build_model, load_config  # noqa: E402
+from detdistill.distill.distiller import build_distiller  # noqa: E402
+from detdistill.engine import Trainer, default_callbacks  # noqa: E402
+from detdistill.engine.trainer import seed_everything, set_device  # noqa: E402
+from detdistill.weights import load_pretrain, load_weights  # noqa: E402
+
+
+def parse_args(argv=None):
+    p = ArgsParser(description=__doc__)
+    p.add_argument('-t', '--teacher_config', required=True,
+                   help='teacher configuration file')
+    p.add_argument('--teacher_pretrained', required=True,
+                   help='teacher weights: a path or a URL (downloaded once '
+                        'into a cache)')
+    p.add_argument('--temperature', type=float, default=None,
+                   help='softening temperature of the kl loss')
+    p.add_argument('--eval', action='store_true',
+                   help='evaluate the student at every snapshot')
+    p.add_argument('-r', '--resume', default=None,
+                   help='student checkpoint prefix to resume from')
+    p.add_argument('--pretrained', default=None,
+                   help='student weights to start from')
+    p.add_argument('--use_vdl', action='store_true')
+    p.add_argument('--vdl_log_dir', default='vdl_log_dir/scalar')
+    return p.parse_args(argv)
+
+
+@main_guard
+def main(argv=None):
+    args = parse_args(argv)
+    cfg = load_config(args.config, args.opt)
+    if args.temperature is not None:
+        cfg['temperature'] = args.temperature
+    tcfg = load_config(args.teacher_config)
+    set_device(cfg)
+    # Seed, then build the student first: same initialisation as
+    # tools/train.py gives the baseline with the same seed.
+    seed_everything(int(cfg.get('seed', 0)))
+    student = build_model(cfg)
+    teacher = build_model(tcfg)
+    load_weights(teacher, args.teacher_pretrained)
+    distiller = build_distiller(cfg, student, teacher)
+    trainer = Trainer(cfg, mode='train', model=distiller)
+    trainer.callbacks = default_callbacks(cfg, args.use_vdl, args.vdl_log_dir)
+    if args.resume:
+        trainer.resume(args.resume)
+    else:
+        load_pretrain(student, args.pretrained or cfg.get('pretrain_weights'))
+    trainer.train(validate=args.eval)
+    return trainer
+
+
+if __name__ == '__main__':
+    main()
