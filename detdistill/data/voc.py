@@ -9,7 +9,7 @@ import os
 import random
 import xml.etree.ElementTree as ET
 
-from PIL import Image
+from PIL import Image, ImageFile
 
 __all__ = ['VOCDataError', 'parse_voc_xml', 'check_image',
            'validate_voc_list', 'ValidationReport', 'split_voc',
@@ -101,6 +101,10 @@ def check_image(path):
     a data-loader worker hours into training."""
     if not os.path.isfile(path):
         raise VOCDataError('{}: image file not found'.format(path))
+    # ppdet sets PIL's LOAD_TRUNCATED_IMAGES globally, which would let a
+    # truncated JPEG decode "successfully" with grey rows: check strictly.
+    lenient = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
     try:
         with Image.open(path) as im:
             im.load()
@@ -108,6 +112,8 @@ def check_image(path):
     except Exception as e:  # PIL raises many types for bad files
         raise VOCDataError('{}: cannot decode image ({})'.format(
             path, e)) from None
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = lenient
 
 
 class ValidationReport:

@@ -1,0 +1,153 @@
+"""Data tools on real files: split determinism and validation, the demo
+generator, and ppdet's VOC reader consuming what we write."""
+import filecmp
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+from detdistill.data.demo import DEMO_CLASSES, make_demo_voc
+from detdistill.data.voc import (VOCDataError, parse_voc_xml, split_voc,
+                                 validate_voc_list)
+
+LISTS = ['trainval.txt', 'test.txt', 'label_list.txt', 'unlabeled.txt']
+IMG = 'VOCdevkit/VOC2012/JPEGImages'
+ANN = 'VOCdevkit/VOC2012/Annotations'
+
+
+@pytest.fixture
+def voc(tmp_path, demo_voc):
+    """A private copy of the demo images and XML, without lists."""
+    root = tmp_path / 'voc'
+    shutil.copytree(os.path.join(demo_voc, 'VOCdevkit'), root / 'VOCdevkit')
+    return str(root)
+
+
+def test_split_is_deterministic_and_exact(voc, tmp_path):
+    other = str(tmp_path / 'other')
+    shutil.copytree(voc, other)
+    a = split_voc(voc, ratio=0.75, seed=3, unlabeled=4)
+    split_voc(other, ratio=0.75, seed=3, unlabeled=4)
+    for name in LISTS:
+        assert filecmp.cmp(os.path.join(voc, name), os.path.join(other, name),
+                           shallow=False), name
+    assert a['images'] == {'trainval': 27, 'test': 9, 'unlabeled': 4}
+    lines = open(os.path.join(voc, 'trainval.txt')).read().split('\n')[0]
+    img, xml = lines.split()
+    assert img.startswith(IMG + '/') and xml.startswith(ANN + '/')
+    # every image lands in exactly one list
+    seen = [ln.split()[0] for n in ('trainval.txt', 'test.txt', 'unlabeled.txt')
+            for ln in open(os.path.join(voc, n)) if ln.strip()]
+    assert len(seen) == len(set(seen)) == 40
+    split_voc(other, ratio=0.75, seed=4, unlabeled=4, overwrite=True)
+    assert not filecmp.cmp(os.path.join(voc, 'trainval.txt'),
+                           os.path.join(other, 'trainval.txt'), shallow=False)
+
+
+def test_split_refuses_to_overwrite(voc):
+    split_voc(voc)
+    with pytest.raises(VOCDataError, match='trainval.txt exists'):
+        split_voc(voc)
+
+
+def _first(voc, sub, ext):
+    d = os.path.join(voc, sub)
+    return os.path.join(d, sorted(f for f in os.listdir(d)
+                                  if f.endswith(ext))[0])
+
+
+def test_bad_files_are_named(voc):
+    jpg = _first(voc, IMG, '.jpg')
+    with open(jpg, 'rb') as f:
+        data = f.read()
+    with open(jpg, 'wb') as f:  # a truncated JPEG
+        f.write(data[:len(data) // 3])
+    xmls = sorted(os.listdir(os.path.join(voc, ANN)))
+    bad_xml = os.path.join(voc, ANN, xmls[1])
+    with open(bad_xml, 'w') as f:
+        f.write('<annotation><size><width>10</width>')
+    unknown = os.path.join(voc, ANN, xmls[2])
+    text = open(unknown).read()
+    name = parse_voc_xml(unknown)['objects'][0]['name']
+    with open(unknown, 'w') as f:
+        f.write(text.replace('<name>{}</name>'.format(name),
+                             '<name>hexagon</name>', 1))
+    os.remove(os.path.join(voc, ANN, xmls[3]))
+    labels = os.path.join(voc, 'classes.txt')
+    with open(labels, 'w') as f:
+        f.write('\n'.join(DEMO_CLASSES))
+    with pytest.raises(VOCDataError) as e:
+        split_voc(voc, label_list=labels)
+    msg = str(e.value)
+    assert '4 problem(s)' in msg
+    assert os.path.basename(jpg) in msg and 'cannot decode' in msg
+    assert xmls[1] in msg and 'malformed XML' in msg
+    assert xmls[2] in msg and "unknown class 'hexagon'" in msg
+    assert xmls[3] in msg and 'not found' in msg
+
+
+def test_validate_list_reports_every_problem(demo_voc, tmp_path):
+    lst = tmp_path / 'list.txt'
+    good = open(os.path.join(demo_voc, 'trainval.txt')).readline()
+    lst.write_text(good + 'JPEGImages/nope.jpg Annotations/nope.xml\n'
+                   'just-one-field\n')
+    report = validate_voc_list(demo_voc, str(lst), os.path.join(
+        demo_voc, 'label_list.txt'))
+    assert report.num_images == 1 and len(report.problems) == 2
+    with pytest.raises(VOCDataError, match='nope.jpg'):
+        report.raise_if_problems()
+
+
+def test_xml_fields_are_named(tmp_path):
+    p = tmp_path / 'a.xml'
+    p.write_text('<annotation><size><width>9</width><height>9</height></size>'
+                 '<object><name>circle</name><bndbox><xmin>5</xmin><ymin>1'
+                 '</ymin><xmax>x</xmax><ymax>3</ymax></bndbox></object>'
+                 '</annotation>')
+    with pytest.raises(VOCDataError, match=r'a.xml: <xmax> is not a number'):
+        parse_voc_xml(str(p))
+
+
+def test_cli_error_is_one_line(voc):
+    split_voc(voc)
+    r = subprocess.run([sys.executable, 'tools/split_voc.py', '--dataset_dir',
+                        voc], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 1
+    assert 'Traceback' not in r.stderr and 'exists' in r.stderr
+
+
+def test_demo_is_deterministic(tmp_path):
+    a, b = str(tmp_path / 'a'), str(tmp_path / 'b')
+    make_demo_voc(a, num_images=6, seed=5)
+    make_demo_voc(b, num_images=6, seed=5)
+    for sub in (IMG + '/demo_00003.jpg', ANN + '/demo_00005.xml',
+                'trainval.txt'):
+        assert filecmp.cmp(os.path.join(a, sub), os.path.join(b, sub),
+                           shallow=False)
+
+
+def test_demo_round_trips_through_ppdet_reader(demo_voc):
+    from ppdet.data.source.voc import VOCDataSet
+    ds = VOCDataSet(dataset_dir=demo_voc, image_dir='',
+                    anno_path='trainval.txt', label_list='label_list.txt',
+                    data_fields=['image', 'gt_bbox', 'gt_class', 'difficult'])
+    ds.parse_dataset()
+    assert len(ds.roidbs) == 32
+    names = open(os.path.join(demo_voc, 'label_list.txt')).read().split()
+    assert names == DEMO_CLASSES
+    sizes, classes = [], set()
+    for rec in ds.roidbs:
+        xml = os.path.join(demo_voc, ANN, os.path.basename(
+            rec['im_file']).replace('.jpg', '.xml'))
+        ann = parse_voc_xml(xml)
+        assert [[o['bbox'][0], o['bbox'][1], o['bbox'][2], o['bbox'][3]]
+                for o in ann['objects']] == rec['gt_bbox'].tolist()
+        assert [names.index(o['name']) for o in ann['objects']] == \
+            rec['gt_class'].ravel().tolist()
+        classes.update(o['name'] for o in ann['objects'])
+        sizes += [o['bbox'][2] - o['bbox'][0] for o in ann['objects']]
+    assert classes == set(DEMO_CLASSES)
+    assert min(sizes) < 20 and max(sizes) > 45  # varied scale
