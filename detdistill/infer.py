@@ -58,12 +58,15 @@ def draw_detections(image_path, dets, class_names, out_path, threshold=0.5):
         if score < threshold:
             continue
         kept += 1
+        x1, x2 = sorted((x1, x2))
+        y1, y2 = sorted((y1, y2))
         color = COLORS[int(cls) % len(COLORS)]
         draw.rectangle([x1, y1, x2, y2], outline=color, width=2)
         label = '{} {:.2f}'.format(class_names[int(cls)], score)
         tw = draw.textlength(label)
-        draw.rectangle([x1, y1 - 11, x1 + tw + 2, y1], fill=color)
-        draw.text((x1 + 1, y1 - 11), label, fill=(255, 255, 255))
+        ty = max(0, y1 - 11)
+        draw.rectangle([x1, ty, x1 + tw + 2, ty + 11], fill=color)
+        draw.text((x1 + 1, ty), label, fill=(255, 255, 255))
     os.makedirs(os.path.dirname(out_path) or '.', exist_ok=True)
     image.save(out_path)
     return kept

@@ -51,9 +51,9 @@ class VOCEvaluator:
             det = det[det[:, 0] >= 0]  # NMS pads "no detection" with label -1
             h, w = scale[i]
             gt_box = _np(inputs['gt_bbox'][i]) / np.array([w, h, w, h])
-            gt_label = _np(inputs['gt_class'][i])
+            gt_label = _np(inputs['gt_class'][i]).ravel()
             difficult = None if self.evaluate_difficult else \
-                _np(inputs['difficult'][i])
+                _np(inputs['difficult'][i]).ravel()
             gt_box, gt_label, difficult = prune_zero_padding(
                 gt_box, gt_label, difficult)
             for m in self.maps.values():

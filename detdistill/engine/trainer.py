@@ -84,6 +84,10 @@ class Trainer:
                 check_dataset(dataset)
                 self.loader = create('TrainReader')(dataset,
                                                     cfg.get('worker_num', 0))
+                # ppdet's reader starts an iterator (and its prefetch thread
+                # or workers) on construction; we iterate per epoch ourselves
+                # after seeding, so stop that one before it draws randoms.
+                self.loader.loader = None
                 self.steps_per_epoch = len(self.loader)
                 if self.steps_per_epoch < 1:
                     raise ValueError(
