@@ -119,7 +119,7 @@ def profile_step(out, repeats=10, opts=()):
     load_weights(teacher, teacher_weights(out))
     distiller = build_distiller(cfg, student, teacher)
     trainer = Trainer(cfg, 'train', model=distiller)
-    batch = next(iter(trainer.loader.dataloader))
+    batch = next(iter(trainer.loader))
     opt = trainer.optimizer
 
     def student_step():

@@ -21,7 +21,7 @@ def test_train_steps_lower_the_loss(demo_voc, tmp_path):
     trainer = Trainer(cfg)
     for _ in range(100):  # past the LR warmup
         trainer.lr.step()
-    batch = next(iter(trainer.loader.dataloader))
+    batch = next(iter(trainer.loader))
     model = trainer.detector
     model.train()
     losses = []

@@ -37,12 +37,31 @@ def atomic_save(obj, path):
     os.replace(tmp, path)
 
 
+def _rename_accumulators(opt_state, mapping):
+    """Paddle keys optimizer state by generated parameter names
+    (`conv2d_830.w_0_velocity_0`), which depend on how many layers the
+    process built before. Store them under structured names instead
+    (`backbone.conv1._conv.weight_velocity_0`) so any process can resume."""
+    olds = sorted(mapping, key=len, reverse=True)
+    out = {}
+    for k, v in opt_state.items():
+        new = next((mapping[o] + k[len(o):] for o in olds
+                    if k.startswith(o + '_')), k)
+        out[new] = v
+    return out
+
+
+def _structured(model):
+    return {p.name: n for n, p in model.named_parameters()}
+
+
 def save_checkpoint(prefix, model, optimizer=None, state=None):
     os.makedirs(os.path.dirname(prefix) or '.', exist_ok=True)
     atomic_save(model.state_dict(), prefix + '.pdparams')
     if optimizer is not None:
-        atomic_save({'optimizer': optimizer.state_dict(),
-                     'state': dict(state or {})}, prefix + '.pdopt')
+        opt = _rename_accumulators(optimizer.state_dict(), _structured(model))
+        atomic_save({'optimizer': opt, 'state': dict(state or {})},
+                    prefix + '.pdopt')
 
 
 def load_checkpoint(prefix, model, optimizer):
@@ -73,5 +92,6 @@ def load_checkpoint(prefix, model, optimizer):
                               'keys differ, e.g. {}'.format(
                                   prefix, len(bad), ', '.join(bad[:5])))
     model.set_state_dict(weights)
-    optimizer.set_state_dict(opt['optimizer'])
+    back = {v: k for k, v in _structured(model).items()}
+    optimizer.set_state_dict(_rename_accumulators(opt['optimizer'], back))
     return opt['state']

@@ -15,6 +15,7 @@ import time
 import numpy as np
 import paddle
 import paddle.distributed as dist
+from paddle.io import DistributedBatchSampler
 from ppdet.core.workspace import create
 
 from ..config import activate
@@ -57,6 +58,26 @@ def check_dataset(dataset):
     report.raise_if_problems()
 
 
+def build_loader(reader, dataset, worker_num):
+    """ppdet's BaseDataLoader.__call__ without its side effect: it starts an
+    iterator (prefetch thread or workers) at once, which draws random numbers
+    concurrently with the first epoch and breaks exact resume. Here the
+    DataLoader is iterated only by the loop, after seeding."""
+    dataset.check_or_download_dataset()
+    dataset.parse_dataset()
+    dataset.set_transform(reader._sample_transforms)
+    dataset.set_kwargs(**reader.kwargs)
+    sampler = DistributedBatchSampler(dataset, batch_size=reader.batch_size,
+                                      shuffle=reader.shuffle,
+                                      drop_last=reader.drop_last)
+    loader = paddle.io.DataLoader(dataset, batch_sampler=sampler,
+                                  collate_fn=reader._batch_transforms,
+                                  num_workers=worker_num, return_list=False,
+                                  use_shared_memory=False)
+    loader.batch_size = reader.batch_size
+    return loader
+
+
 class Trainer:
     """Train (`mode='train'`) or evaluate a detector described by `cfg`.
 
@@ -82,12 +103,8 @@ class Trainer:
             if mode == 'train':
                 dataset = create('TrainDataset')()
                 check_dataset(dataset)
-                self.loader = create('TrainReader')(dataset,
-                                                    cfg.get('worker_num', 0))
-                # ppdet's reader starts an iterator (and its prefetch thread
-                # or workers) on construction; we iterate per epoch ourselves
-                # after seeding, so stop that one before it draws randoms.
-                self.loader.loader = None
+                self.loader = build_loader(create('TrainReader'), dataset,
+                                           cfg.get('worker_num', 0))
                 self.steps_per_epoch = len(self.loader)
                 if self.steps_per_epoch < 1:
                     raise ValueError(
@@ -124,12 +141,10 @@ class Trainer:
         # Data order and augmentation are a function of (seed, epoch) only, so
         # a resumed run sees exactly the batches an uninterrupted one would.
         seed_everything(self.seed * 100003 + epoch)
-        sampler = self.loader._batch_sampler
-        if hasattr(sampler, 'set_epoch'):
-            sampler.set_epoch(self.seed * 100003 + epoch)
+        self.loader.batch_sampler.set_epoch(self.seed * 100003 + epoch)
         if hasattr(self.loader.dataset, 'set_epoch'):
             self.loader.dataset.set_epoch(epoch)
-        return self.loader.dataloader
+        return self.loader
 
     # -- training -----------------------------------------------------------
     def resume(self, prefix):

@@ -1,0 +1,175 @@
+"""slim/distillation/distill.py on real demo data: the teacher stays frozen,
+gradients reach only the student, pairing errors are clear, resume continues
+the same trajectory, and the result is an ordinary student checkpoint."""
+import functools
+import http.server
+import json
+import os
+import threading
+
+import numpy as np
+import paddle
+import pytest
+
+from conftest import STUDENT, TEACHER, tiny_opts
+from detdistill.config import build_model, load_config
+from detdistill.distill.distiller import build_distiller
+from detdistill.distill.pairing import PairingError
+from detdistill.engine import Trainer
+from detdistill.weights import WeightsMismatchError
+
+
+@pytest.fixture(scope='module')
+def teacher_weights(tmp_path_factory):
+    """A teacher checkpoint (freshly initialised is enough for mechanics)."""
+    path = str(tmp_path_factory.mktemp('teacher') / 'teacher.pdparams')
+    paddle.seed(7)
+    paddle.save(build_model(load_config(TEACHER)).state_dict(), path)
+    return path
+
+
+def _distiller(demo_voc, tmp_path, teacher_weights, *opts):
+    import distill  # noqa: F401  (slim/distillation on sys.path below)
+    cfg = load_config(STUDENT, tiny_opts(demo_voc, str(tmp_path)) +
+                      list(opts))
+    student, teacher = build_model(cfg), build_model(load_config(TEACHER))
+    teacher.set_state_dict(paddle.load(teacher_weights))
+    return cfg, build_distiller(cfg, student, teacher)
+
+
+@pytest.fixture(autouse=True)
+def _distill_on_path():
+    import sys
+    from conftest import ROOT
+    sys.path.insert(0, os.path.join(ROOT, 'slim', 'distillation'))
+    yield
+    sys.path.remove(os.path.join(ROOT, 'slim', 'distillation'))
+
+
+@pytest.mark.parametrize('loss', ['l2', 'fine_grained', 'kl'])
+def test_teacher_is_frozen_and_only_student_learns(demo_voc, tmp_path,
+                                                   teacher_weights, loss):
+    cfg, distiller = _distiller(demo_voc, tmp_path, teacher_weights,
+                                'distill_loss=' + loss)
+    trainer = Trainer(cfg, model=distiller)
+    for _ in range(50):  # into the LR warmup, so updates are visible
+        trainer.lr.step()
+    t_before = {k: v.numpy().copy() for k, v in
+                distiller.teacher.state_dict().items()}
+    s_before = {k: v.numpy().copy() for k, v in
+                distiller.student.state_dict().items()}
+    distiller.train()
+    assert not distiller.teacher.training  # BN stays in eval mode
+    batches = iter(trainer.loader)
+    for _ in range(3):
+        out = distiller(next(batches))
+        assert {'loss', 'det_loss', 'distill_loss'} <= set(out)
+        assert float(out['distill_loss']) > 0
+        out['loss'].backward()
+        assert all(p.grad is None for p in distiller.teacher.parameters())
+        assert any(p.grad is not None and float(p.grad.abs().sum()) > 0
+                   for p in distiller.student.parameters())
+        trainer.optimizer.step()
+        trainer.optimizer.clear_grad()
+    for k, v in distiller.teacher.state_dict().items():
+        assert np.array_equal(v.numpy(), t_before[k]), k  # BN stats included
+    changed = [k for k, v in distiller.student.state_dict().items()
+               if not np.array_equal(v.numpy(), s_before[k])]
+    assert len(changed) > 0.9 * len(s_before)
+
+
+def test_unknown_pair_name_lists_candidates(demo_voc, tmp_path,
+                                            teacher_weights):
+    with pytest.raises(PairingError, match=r'yolo_head\.yolo_output\.2'):
+        _distiller(demo_voc, tmp_path, teacher_weights,
+                   "distill_pairs=[[yolo_head.yolo_output.0, "
+                   "yolo_head.out_conv]]")
+
+
+def test_shape_mismatch_lists_both_models(demo_voc, tmp_path,
+                                          teacher_weights):
+    # pair a student head level with a teacher level of another stride
+    cfg, distiller = _distiller(
+        demo_voc, tmp_path, teacher_weights,
+        "distill_pairs=[[yolo_head.yolo_output.0, yolo_head.yolo_output.1]]")
+    trainer = Trainer(cfg, model=distiller)
+    distiller.train()
+    with pytest.raises(PairingError) as e:
+        distiller(next(iter(trainer.loader)))
+    msg = str(e.value)
+    assert 'student outputs' in msg and 'teacher outputs' in msg
+    assert '[4, 33, 5, 5]' in msg and '[4, 33, 10, 10]' in msg
+
+
+def _history(run):
+    path = os.path.join(run, 'yolov3_mobilenet_v1_demo', 'history.jsonl')
+    return [json.loads(line) for line in open(path)]
+
+
+def test_resume_continues_the_same_trajectory(demo_voc, tmp_path,
+                                              teacher_weights):
+    import distill
+    full, part = str(tmp_path / 'full'), str(tmp_path / 'part')
+    base = ['-c', STUDENT, '-t', TEACHER, '--teacher_pretrained',
+            teacher_weights, '-o']
+    # an untrained teacher's logits are large: a small weight keeps it finite
+    w = {'distill_loss_weight': 0.01}
+    distill.main(base + tiny_opts(demo_voc, full, 3, **w))
+    distill.main(base + tiny_opts(demo_voc, part, 1, **w))
+    prefix = os.path.join(part, 'yolov3_mobilenet_v1_demo', '0')
+    distill.main(['-r', prefix] + base + tiny_opts(demo_voc, part, 3, **w))
+    a = [r for r in _history(full) if r['kind'] == 'train']
+    b = [r for r in _history(part) if r['kind'] == 'train']
+    assert [r['step'] for r in a] == [r['step'] for r in b] == \
+        list(range(2, 25, 2))
+    for ra, rb in zip(a, b):
+        for k in ('loss', 'det_loss', 'distill_loss'):
+            assert ra[k] == pytest.approx(rb[k], rel=1e-5), (ra['step'], k)
+    wa = paddle.load(os.path.join(full, 'yolov3_mobilenet_v1_demo',
+                                  'model_final.pdparams'))
+    wb = paddle.load(os.path.join(part, 'yolov3_mobilenet_v1_demo',
+                                  'model_final.pdparams'))
+    for k in wa:
+        np.testing.assert_allclose(wa[k].numpy(), wb[k].numpy(), rtol=1e-5,
+                                   atol=1e-6, err_msg=k)
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+def test_distill_from_url_then_eval(demo_voc, tmp_path, teacher_weights,
+                                    monkeypatch):
+    import distill
+    import eval as eval_tool
+    monkeypatch.setenv('DETDISTILL_CACHE', str(tmp_path / 'cache'))
+    handler = functools.partial(_Quiet, directory=os.path.dirname(
+        teacher_weights))
+    server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = 'http://127.0.0.1:{}/teacher.pdparams'.format(server.server_port)
+    save = str(tmp_path / 'out')
+    try:
+        distill.main(['-c', STUDENT, '-t', TEACHER, '--teacher_pretrained', url,
+                      '--eval', '-o', 'use_fine_grained_loss=true'] +
+                     tiny_opts(demo_voc, save, 1))
+    finally:
+        server.shutdown()
+    weights = os.path.join(save, 'yolov3_mobilenet_v1_demo', 'model_final')
+    student_keys = set(build_model(load_config(STUDENT)).state_dict())
+    assert set(paddle.load(weights + '.pdparams')) == student_keys
+    res = eval_tool.main(['-c', STUDENT, '-o', 'weights=' + weights] +
+                         tiny_opts(demo_voc, save))
+    assert 0.0 <= res['mAP']['11point'] <= 1.0
+
+
+def test_wrong_teacher_weights_are_refused(demo_voc, tmp_path):
+    import distill
+    student_ckpt = str(tmp_path / 'student.pdparams')
+    paddle.save(build_model(load_config(STUDENT)).state_dict(), student_ckpt)
+    with pytest.raises(SystemExit) as e:
+        distill.main(['-c', STUDENT, '-t', TEACHER, '--teacher_pretrained',
+                      student_ckpt, '-o'] + tiny_opts(demo_voc,
+                                                      str(tmp_path)))
+    assert e.value.code == 1
