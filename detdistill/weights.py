@@ -163,13 +163,14 @@ def _shape(v):
 
 
 def load_weights(model, path_or_url, allow_mismatch=None,
-                 allow_missing=False):
+                 partial=False, prefix=''):
     """Load what matches; keys matching the regex `allow_mismatch` may differ
     in shape or be missing (they keep the model's initialisation and are
-    reported). `allow_missing=True` accepts a checkpoint that covers only part
-    of the model (e.g. an ImageNet backbone). Anything else is an error."""
+    reported). `partial=True` accepts a checkpoint that covers only part of
+    the model (an ImageNet backbone: missing and extra keys are reported).
+    Anything else is an error."""
     path = resolve_weights(path_or_url)
-    state = read_state_dict(path)
+    state = {prefix + k: v for k, v in read_state_dict(path).items()}
     own = model.state_dict()
     ok = re.compile(allow_mismatch).search if allow_mismatch else \
         (lambda k: False)
@@ -181,11 +182,11 @@ def load_weights(model, path_or_url, allow_mismatch=None,
     report = LoadReport(path, matched, missing, unexpected, mismatched)
     errors = ['{} {} in model vs {} in file'.format(k, *v)
               for k, v in mismatched.items() if not ok(k)]
-    if not allow_missing:
+    if not partial:
         errors += ['{} missing from file'.format(k) for k in missing
                    if not ok(k)]
-    errors += ['{} in file but not in model'.format(k) for k in unexpected
-               if not ok(k)]
+        errors += ['{} in file but not in model'.format(k)
+                   for k in unexpected if not ok(k)]
     if errors or not matched:
         raise WeightsMismatchError(
             'weights {} do not match the model ({}); {}{}'.format(
@@ -201,9 +202,10 @@ def load_weights(model, path_or_url, allow_mismatch=None,
                            len(kept), ', '.join('{} {}'.format(
                                k, mismatched.get(k, 'missing'))
                                for k in kept)))
-    if missing and allow_missing:
+    if partial and (missing or unexpected):
         logger.info('{} model keys were not in the file (initialised as '
-                    'built)'.format(len(missing)))
+                    'built); {} file keys were not used'.format(
+                        len(missing), len(unexpected)))
     return report
 
 
@@ -213,4 +215,12 @@ def load_pretrain(model, path_or_url):
     re-initialised and reported)."""
     if not path_or_url:
         return None
+    keys = set(read_state_dict(resolve_weights(path_or_url)))
+    own = set(model.state_dict())
+    if not keys & own and {'backbone.' + k for k in keys} & own:
+        # An ImageNet backbone checkpoint (PaddleDetection's pretrain_weights
+        # URLs): its keys lack the 'backbone.' prefix; neck and head start
+        # from their initialisation.
+        return load_weights(model, path_or_url, partial=True,
+                            prefix='backbone.')
     return load_weights(model, path_or_url, allow_mismatch=HEAD_KEYS)
