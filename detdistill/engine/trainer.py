@@ -156,7 +156,8 @@ class Trainer:
     def train(self, validate=False):
         cfg = self.cfg
         model = self.model
-        if self.nranks > 1:
+        if self.nranks > 1:  # python -m paddle.distributed.launch ...
+            dist.init_parallel_env()
             model = paddle.DataParallel(model)
         scaler = paddle.amp.GradScaler(
             init_loss_scaling=cfg.get('init_loss_scaling', 1024)) \

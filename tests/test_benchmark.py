@@ -1,0 +1,37 @@
+"""The benchmark's arithmetic: spreads, gap recovered, step ratios, targets."""
+from detdistill.benchmark import aggregate, check_targets, write_report
+
+
+def _run(method, seed, m11, step=0.1):
+    return {'method': method, 'seed': seed,
+            'mAP': {'11point': m11 / 100, 'area': m11 / 110},
+            'train_images_per_sec': 8 / step, 'step_time_s': step,
+            'peak_rss_mb': 700., 'eval_images_per_sec': 100.}
+
+
+def test_gap_recovered_and_targets(tmp_path):
+    runs = [_run('teacher', 0, 60, .3), _run('teacher', 1, 62, .3),
+            _run('baseline', 0, 20), _run('baseline', 1, 22),
+            _run('l2', 0, 40, .2), _run('l2', 1, 44, .2)]
+    rows = aggregate(runs)
+    assert rows['baseline']['mAP_11point']['mean'] == 21
+    assert rows['l2']['mAP_11point']['spread'] == 4
+    assert abs(rows['l2']['gap_recovered_11point'] - (42 - 21) / (61 - 21)) \
+        < 1e-9
+    assert rows['l2']['step_time_vs_baseline'] == 2.0
+    profile = {'ratio_distill_vs_student_plus_teacher': 1.2,
+               'loss_share_of_distill_step': 0.01,
+               'student_train_step': .1, 'teacher_inference_forward': .1,
+               'distill_step': .24, 'distill_loss_only': .0024,
+               'ratio_distill_vs_student': 2.4, 'batch_size': 8}
+    met = {t: ok for t, ok, _ in check_targets(rows, profile)}
+    assert met == {'L2 beats the baseline by more than the seed spread': True,
+                   'some method recovers at least half of the gap': True,
+                   'distill step within 1.15x of student step + teacher '
+                   'forward': False,
+                   'distillation loss under 5% of a step': True}
+    path = tmp_path / 'REPORT.md'
+    write_report(rows, profile, str(path), 'python tools/benchmark.py',
+                 check_targets(rows, profile))
+    text = path.read_text()
+    assert '| l2 | 42.00 ± 2.00 |' in text and 'NOT met' in text
