@@ -29,7 +29,7 @@ KNOWN_KEYS = {
     'use_vdl', 'vdl_log_dir', 'amp', 'amp_level', 'find_unused_parameters',
     'use_ema', 'ema_decay', 'to_static', 'seed', 'data_format', 'find_unused',
     # distillation (slim/distillation/distill.py)
-    'distill', 'use_fine_grained_loss', 'distill_loss', 'distill_loss_weight',
+    'use_fine_grained_loss', 'distill_loss', 'distill_loss_weight',
     'distill_pairs', 'temperature', 'teacher_pretrained',
 }
 
@@ -102,16 +102,16 @@ def _check_keys(cfg, overrides, path):
                 else ''))
         # Dataset slots (TrainDataset: {name: VOCDataSet, ...}) take the
         # arguments of the class they name.
-        target = value.get('name') if isinstance(value, dict) else None
-        target = target or (cfg.get(key) or {}).get('name') \
-            if isinstance(cfg.get(key), dict) or target else target
-        schema = registered.get(target or key)
+        base = cfg.get(key) if isinstance(cfg.get(key), dict) else {}
+        slot = value if isinstance(value, dict) else {}
+        target = slot.get('name') or base.get('name') or key
+        schema = registered.get(target)
         if isinstance(schema, SchemaDict) and isinstance(value, dict):
             for sub in value:
                 if sub not in schema.schema and sub != 'name':
                     hint = difflib.get_close_matches(sub, list(schema.schema), 1)
                     raise ConfigError("{}: {} has no argument '{}'{}".format(
-                        path, target or key, sub, " (did you mean '{}'?)"
+                        path, target, sub, " (did you mean '{}'?)"
                         .format(hint[0]) if hint else ''))
 
 

@@ -39,7 +39,10 @@ def test_train_eval_infer_cli(demo_voc, tmp_path, capsys):
     import infer
     import train
     save = str(tmp_path / 'out')
-    train.main(['-c', STUDENT, '--eval', '-o'] + tiny_opts(demo_voc, save, 2))
+    vdl = str(tmp_path / 'vdl')
+    train.main(['-c', STUDENT, '--eval', '--use_vdl', '--vdl_log_dir', vdl,
+                '-o'] + tiny_opts(demo_voc, save, 2))
+    assert any(f.startswith('vdlrecords') for f in os.listdir(vdl))
     run = os.path.join(save, 'yolov3_mobilenet_v1_demo')
     for name in ('0', '1', 'best_model', 'model_final'):
         for ext in ('.pdparams', '.pdopt'):

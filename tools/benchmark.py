@@ -51,15 +51,18 @@ def main(argv=None):
         (m, s) for m in methods if m != 'teacher' for s in seeds]
     os.makedirs(args.out, exist_ok=True)
     summaries, tic, done_cost = [], time.time(), 0.
-    total_cost = sum(bm.COST[m] for m, _ in jobs)
+    left_cost = sum(bm.COST[m] for m, _ in jobs)
     for i, (m, s) in enumerate(jobs):
         log.info('[benchmark] run {}/{}: {} seed {}'.format(
             i + 1, len(jobs), m, s))
+        started = time.time()
         summaries.append(bm.run_one(m, s, args.out, args.opt,
                                     reuse=not args.fresh))
-        done_cost += bm.COST[m]
+        left_cost -= bm.COST[m]
+        if time.time() - started > 5:  # trained, not reused: counts for ETA
+            done_cost += bm.COST[m]
         elapsed = time.time() - tic
-        eta = elapsed / done_cost * (total_cost - done_cost)
+        eta = elapsed / done_cost * left_cost if done_cost else float('nan')
         log.info('[benchmark] {} seed {}: mAP 11pt {:.2f} area {:.2f} | '
                  'elapsed {:.0f}s, ETA {:.0f}s'.format(
                      m, s, 100 * summaries[-1]['mAP']['11point'],
