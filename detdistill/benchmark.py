@@ -210,7 +210,8 @@ def _fmt(stat, digits=2):
                                         d=digits)
 
 
-def write_report(rows, profile, path, command_line, targets=None):
+def write_report(rows, profile, path, command_line, targets=None,
+                 total_wall_s=None):
     order = [m for m in METHODS if m in rows]
     lines = [
         '# Benchmark: distillation on the demo dataset', '',
@@ -220,6 +221,9 @@ def write_report(rows, profile, path, command_line, targets=None):
         'mAP@0.5 in %, mean ± half the range over seeds {}; "gap recovered" '
         '= (distilled - baseline) / (teacher - baseline) on the means.'.format(
             sorted({s for r in rows.values() for s in r['seeds']})), '',
+        'Training and evaluation wall time of all runs, summed: {:.1f} min '
+        '(target for the whole benchmark: 40 min).'.format(
+            total_wall_s / 60) if total_wall_s else '', '',
         '| method | mAP 11-point | mAP area | gap recovered (11pt / area) | '
         'train img/s | step time vs baseline | peak RSS (MB) | eval img/s |',
         '|---|---|---|---|---|---|---|---|']

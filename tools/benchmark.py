@@ -81,7 +81,8 @@ def main(argv=None):
     plot_benchmark(summaries, args.out)
     cmd = 'python tools/benchmark.py ' + ' '.join(argv or sys.argv[1:])
     bm.write_report(rows, profile, os.path.join(args.out, 'REPORT.md'),
-                    cmd.strip(), targets)
+                    cmd.strip(), targets,
+                    total_wall_s=sum(s['wall_s'] for s in summaries))
     with open(os.path.join(args.out, 'REPORT.md')) as f:
         print(f.read())
 
