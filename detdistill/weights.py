@@ -193,7 +193,8 @@ def load_weights(model, path_or_url, allow_mismatch=None,
                 path, report, '; '.join(errors[:6]) or 'no key matched',
                 ' ... and {} more'.format(len(errors) - 6)
                 if len(errors) > 6 else ''))
-    model.set_state_dict({k: state[k] for k in matched})
+    # Keys not loaded keep the model's own values (no "Skip loading" noise).
+    model.set_state_dict(dict(own, **{k: state[k] for k in matched}))
     logger.info('Loaded weights {}'.format(report))
     kept = sorted(set(mismatched) | {k for k in missing if ok(k)})
     if kept:

