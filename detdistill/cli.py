@@ -6,7 +6,7 @@ import sys
 
 from .logger import get_logger
 
-__all__ = ['ArgsParser', 'main_guard']
+__all__ = ['ArgsParser', 'TrainArgsParser', 'run_training', 'main_guard']
 
 
 class ArgsParser(argparse.ArgumentParser):
@@ -17,6 +17,39 @@ class ArgsParser(argparse.ArgumentParser):
         self.add_argument('-o', '--opt', nargs='*', default=[],
                           help='override config options: key=value, '
                                'Module.arg=value')
+
+
+class TrainArgsParser(ArgsParser):
+    """tools/train.py's flags; distill.py adds the teacher's."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.add_argument('--eval', action='store_true',
+                          help='evaluate at every snapshot, keep best_model')
+        self.add_argument('-r', '--resume', default=None,
+                          help='checkpoint prefix to resume from, e.g. '
+                               'output/x/9')
+        self.add_argument('--pretrained', default=None,
+                          help='weights to start from (path or URL); '
+                               'overrides pretrain_weights in the config')
+        self.add_argument('--use_vdl', action='store_true',
+                          help='VisualDL scalars')
+        self.add_argument('--vdl_log_dir', default='vdl_log_dir/scalar')
+
+
+def run_training(trainer, args):
+    """Callbacks, then resume (-r) or start from pretrained weights, then
+    train: the part tools/train.py and distill.py share."""
+    from .engine import default_callbacks
+    from .weights import load_pretrain
+    trainer.callbacks = default_callbacks(trainer.cfg, args.use_vdl,
+                                          args.vdl_log_dir)
+    if args.resume:
+        trainer.resume(args.resume)
+    else:
+        load_pretrain(trainer.detector, args.pretrained or
+                      trainer.cfg.get('pretrain_weights'))
+    return trainer.train(validate=args.eval)
 
 
 # Errors a user can fix from the message alone: print it, exit 1, no traceback.

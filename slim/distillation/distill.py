@@ -13,16 +13,16 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                 '..', '..'))
 
-from detdistill.cli import ArgsParser, main_guard  # noqa: E402
+from detdistill.cli import TrainArgsParser, main_guard, run_training  # noqa: E402
 from detdistill.config import build_model, load_config  # noqa: E402
 from detdistill.distill.distiller import build_distiller  # noqa: E402
-from detdistill.engine import Trainer, default_callbacks  # noqa: E402
+from detdistill.engine import Trainer  # noqa: E402
 from detdistill.engine.trainer import seed_everything, set_device  # noqa: E402
-from detdistill.weights import load_pretrain, load_weights  # noqa: E402
+from detdistill.weights import load_weights  # noqa: E402
 
 
 def parse_args(argv=None):
-    p = ArgsParser(description=__doc__)
+    p = TrainArgsParser(description=__doc__)
     p.add_argument('-t', '--teacher_config', required=True,
                    help='teacher configuration file')
     p.add_argument('--teacher_pretrained', required=True,
@@ -30,14 +30,6 @@ def parse_args(argv=None):
                         'into a cache)')
     p.add_argument('--temperature', type=float, default=None,
                    help='softening temperature of the kl loss')
-    p.add_argument('--eval', action='store_true',
-                   help='evaluate the student at every snapshot')
-    p.add_argument('-r', '--resume', default=None,
-                   help='student checkpoint prefix to resume from')
-    p.add_argument('--pretrained', default=None,
-                   help='student weights to start from')
-    p.add_argument('--use_vdl', action='store_true')
-    p.add_argument('--vdl_log_dir', default='vdl_log_dir/scalar')
     return p.parse_args(argv)
 
 
@@ -57,12 +49,7 @@ def main(argv=None):
     load_weights(teacher, args.teacher_pretrained)
     distiller = build_distiller(cfg, student, teacher)
     trainer = Trainer(cfg, mode='train', model=distiller)
-    trainer.callbacks = default_callbacks(cfg, args.use_vdl, args.vdl_log_dir)
-    if args.resume:
-        trainer.resume(args.resume)
-    else:
-        load_pretrain(student, args.pretrained or cfg.get('pretrain_weights'))
-    trainer.train(validate=args.eval)
+    run_training(trainer, args)
     return trainer
 
 
