@@ -29,7 +29,8 @@ logger = get_logger()
 LOSS_ALIASES = {'l2': 'L2Distill', 'fine_grained': 'FineGrainedDistill',
                 'kl': 'KLDistill'}
 # L2 and fine-grained follow PaddleDetection's recipes (0.5 VOC L2: 100;
-# DistillYOLOv3Loss: 1000). KL: see README (measured on the demo).
+# DistillYOLOv3Loss: 1000). KL takes the fine-grained weight (its terms are
+# means over the same cells); not tuned, see README.
 DEFAULT_WEIGHTS = {'L2Distill': 100., 'FineGrainedDistill': 1000.,
                    'KLDistill': 1000.}
 
