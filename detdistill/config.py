@@ -30,7 +30,7 @@ KNOWN_KEYS = {
     'use_ema', 'ema_decay', 'to_static', 'seed', 'data_format', 'find_unused',
     # distillation (slim/distillation/distill.py)
     'use_fine_grained_loss', 'distill_loss', 'distill_loss_weight',
-    'distill_pairs', 'temperature', 'teacher_pretrained',
+    'distill_pairs', 'temperature',
 }
 
 

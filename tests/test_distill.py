@@ -16,7 +16,6 @@ from detdistill.config import build_model, load_config
 from detdistill.distill.distiller import build_distiller
 from detdistill.distill.pairing import PairingError
 from detdistill.engine import Trainer
-from detdistill.weights import WeightsMismatchError
 
 
 @pytest.fixture(scope='module')

@@ -6,7 +6,6 @@ import os
 import shutil
 
 import numpy as np
-import paddle
 import pytest
 
 from conftest import STUDENT, tiny_opts

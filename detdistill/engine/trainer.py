@@ -21,7 +21,6 @@ from ppdet.core.workspace import create
 from ..config import activate
 from ..data.voc import validate_voc_list
 from ..logger import get_logger
-from . import callbacks as cb
 from .checkpoint import load_checkpoint
 from .evaluator import VOCEvaluator
 
