@@ -6,7 +6,8 @@ import matplotlib
 matplotlib.use('Agg')  # no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
 
-SKIP = {'kind', 'step', 'epoch', 'lr', 'batch_time', 'data_time', 'ips'}
+SKIP = {'kind', 'step', 'epoch', 'lr', 'batch_time', 'data_time', 'ips',
+        'total_steps'}
 
 
 def plot_history(records, path, title=''):

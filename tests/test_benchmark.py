@@ -1,4 +1,7 @@
-"""The benchmark's arithmetic: spreads, gap recovered, step ratios, targets."""
+"""The benchmark: its arithmetic (spreads, gap recovered, step ratios,
+targets), its run plan, and one real parallel invocation on tiny data."""
+import os
+
 from detdistill.benchmark import aggregate, check_targets, write_report
 
 
@@ -35,3 +38,42 @@ def test_gap_recovered_and_targets(tmp_path):
                  check_targets(rows, profile))
     text = path.read_text()
     assert '| l2 | 42.00 ± 2.00 |' in text and 'NOT met' in text
+
+
+def test_plan_starts_the_distill_teacher_first_and_longest_runs_next():
+    from detdistill.benchmark import plan
+    runs, needs = plan(['baseline', 'l2', 'teacher'], [1, 0])
+    assert runs[0] == ('teacher', 0) and ('teacher', 1) in runs
+    assert runs.index(('l2', 1)) < runs.index(('baseline', 1))
+    assert needs[('l2', 1)] == {('teacher', 0)} and not needs[('baseline', 0)]
+    # Distilling without asking for the teacher still trains the seed-0 one.
+    runs, _ = plan(['l2'], [3])
+    assert runs == [('teacher', 0), ('l2', 3)]
+
+
+def test_benchmark_end_to_end_in_parallel(demo_voc, tmp_path):
+    """tools/benchmark.py with two runs at a time on tiny data: the distilled
+    student waits for and uses the seed-0 teacher; results, report and plots
+    are written; a second invocation reuses every run."""
+    import json
+    import benchmark as tool
+    from conftest import tiny_opts
+    opts = [o for o in tiny_opts(demo_voc, 'unused')
+            if not o.startswith('save_dir=')]
+    out = str(tmp_path / 'bench')
+    argv = ['--methods', 'teacher,baseline,l2', '--seeds', '0', '--jobs',
+            '2', '--no_profile', '--out', out, '-o'] + opts
+    tool.main(argv)
+    with open(os.path.join(out, 'results.json')) as f:
+        res = json.load(f)
+    assert set(res['methods']) == {'teacher', 'baseline', 'l2'}
+    assert all(r['steps'] == 8 for r in res['runs'])  # 32 images / batch 4
+    with open(os.path.join(out, 'runs', 'l2_s0', 'train.log')) as f:
+        assert os.path.join('teacher_s0', 'yolov3_r34_demo',
+                            'model_final') in f.read()
+    for name in ('REPORT.md', 'map_curves.png', 'loss_curves.png'):
+        assert os.path.getsize(os.path.join(out, name)) > 0
+    assert 'Wall time of this benchmark' in open(
+        os.path.join(out, 'REPORT.md')).read()
+    tool.main(argv)  # everything reused: nothing retrained
+    assert 'were reused' in open(os.path.join(out, 'REPORT.md')).read()

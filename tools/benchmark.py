@@ -3,7 +3,8 @@ distilled students, several seeds each; writes benchmark/results.json,
 benchmark/REPORT.md and PNG plots.
 
 python tools/benchmark.py [--methods teacher,baseline,l2,fine_grained,kl]
-                          [--seeds 0,1] [--out benchmark] [-o k=v ...]
+                          [--seeds 0,1] [--out benchmark] [--jobs N]
+                          [-o k=v ...]
 """
 import argparse
 import json
@@ -24,6 +25,9 @@ def parse_args(argv=None):
     p.add_argument('--methods', default=','.join(bm.METHODS))
     p.add_argument('--seeds', default='0,1')
     p.add_argument('--out', default='benchmark')
+    p.add_argument('--jobs', type=int, default=os.cpu_count() or 1,
+                   help='runs trained at once (default: one per CPU core; '
+                   'a CPU run uses one core). Use 1 on a single GPU.')
     p.add_argument('--no_profile', action='store_true',
                    help='skip the step-cost profile')
     p.add_argument('--fresh', action='store_true',
@@ -42,31 +46,11 @@ def main(argv=None):
         sys.exit('unknown method(s) {}; choose from {}'.format(
             unknown, ', '.join(bm.METHODS)))
     seeds = [int(s) for s in args.seeds.split(',')]
-    needs_teacher = any(bm.METHODS[m][0] == 'distill' for m in methods)
-    # Teachers first: every distilled student learns from the seed-0 teacher.
-    teachers = seeds if 'teacher' in methods else []
-    if needs_teacher and 0 not in teachers:
-        teachers = [0] + teachers
-    jobs = [('teacher', s) for s in teachers] + [
-        (m, s) for m in methods if m != 'teacher' for s in seeds]
     os.makedirs(args.out, exist_ok=True)
-    summaries, tic, done_cost = [], time.time(), 0.
-    left_cost = sum(bm.COST[m] for m, _ in jobs)
-    for i, (m, s) in enumerate(jobs):
-        log.info('[benchmark] run {}/{}: {} seed {}'.format(
-            i + 1, len(jobs), m, s))
-        started = time.time()
-        summaries.append(bm.run_one(m, s, args.out, args.opt,
-                                    reuse=not args.fresh))
-        left_cost -= bm.COST[m]
-        if time.time() - started > 5:  # trained, not reused: counts for ETA
-            done_cost += bm.COST[m]
-        elapsed = time.time() - tic
-        eta = elapsed / done_cost * left_cost if done_cost else float('nan')
-        log.info('[benchmark] {} seed {}: mAP 11pt {:.2f} area {:.2f} | '
-                 'elapsed {:.0f}s, ETA {:.0f}s'.format(
-                     m, s, 100 * summaries[-1]['mAP']['11point'],
-                     100 * summaries[-1]['mAP']['area'], elapsed, eta))
+    tic = time.time()
+    summaries = bm.run_all(methods, seeds, args.out, args.opt, args.jobs,
+                           reuse=not args.fresh)
+    needs_teacher = any(bm.METHODS[m][0] == 'distill' for m in methods)
     profile = None
     if not args.no_profile and needs_teacher:
         log.info('[benchmark] profiling one step of each kind')
@@ -82,7 +66,9 @@ def main(argv=None):
     cmd = 'python tools/benchmark.py ' + ' '.join(argv or sys.argv[1:])
     bm.write_report(rows, profile, os.path.join(args.out, 'REPORT.md'),
                     cmd.strip(), targets,
-                    total_wall_s=sum(s['wall_s'] for s in summaries))
+                    run_wall_s=sum(s['wall_s'] for s in summaries
+                                   if not s.get('reused')),
+                    bench_wall_s=time.time() - tic, jobs=args.jobs)
     with open(os.path.join(args.out, 'REPORT.md')) as f:
         print(f.read())
 

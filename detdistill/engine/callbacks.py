@@ -72,7 +72,8 @@ class LogPrinter(Callback):
                 status['epoch'], status['iter'] + 1, trainer.steps_per_epoch,
                 step, eta, status['lr'], losses, avg['batch_time'],
                 avg['data_time'], avg['ips']))
-        trainer.last_log = dict(avg, step=step, lr=status['lr'])
+        trainer.last_log = dict(avg, step=step, lr=status['lr'],
+                                total_steps=trainer.total_steps)
 
 
 class Checkpointer(Callback):

@@ -1,0 +1,204 @@
+"""Where a training step's time goes on this machine, and which of Paddle's
+speed-ups pay off: `paddle.jit.to_static`, AMP (bfloat16 is the only CPU
+AMP), DataLoader workers, and several runs at once. `tools/profile_step.py`
+prints the figures and writes them to benchmark/PROFILE.md; the trainer's
+defaults follow what they show.
+"""
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STUDENT = 'configs/demo/yolov3_mobilenet_v1_demo.yml'
+
+
+def _trainer(opts=(), worker_num=0):
+    import paddle
+    from .config import load_config
+    from .engine import Trainer
+    paddle.set_device('cpu')
+    cfg = load_config(os.path.join(ROOT, STUDENT),
+                      list(opts) + ['worker_num={}'.format(worker_num)])
+    return cfg, Trainer(cfg, 'train')
+
+
+def _train_step(model, opt, amp_dtype=None):
+    import paddle
+
+    def step(batch):
+        with paddle.amp.auto_cast(enable=amp_dtype is not None,
+                                  dtype=amp_dtype or 'float16', level='O1'):
+            loss = model(batch)['loss']
+        loss.backward()
+        opt.step()
+        opt.clear_grad()
+    return step
+
+
+def step_variants(repeats=10, opts=()):
+    """Median seconds of one student train step (batch of the config) in
+    eager mode, under to_static and under bfloat16 AMP, interleaved
+    round-robin so load changes hit every variant alike. A variant that
+    fails to run reports its error instead of a time."""
+    import paddle
+    from .config import build_model
+    cfg, trainer = _trainer(opts)
+    batches = [b for _, b in zip(range(3), trainer.loader)]
+    eager = trainer.model
+    # to_static converts a layer in place: give it its own copy.
+    static = build_model(cfg)
+    static.set_state_dict(eager.state_dict())
+    static_opt = paddle.optimizer.Adam(1e-4, parameters=static.parameters())
+    variants, errors = {}, {}
+    variants['eager'] = _train_step(eager, trainer.optimizer)
+    try:
+        variants['to_static'] = _train_step(
+            paddle.jit.to_static(static, full_graph=True), static_opt)
+    except Exception as e:  # noqa: BLE001 - reported, not hidden
+        errors['to_static'] = repr(e)[:200]
+    variants['amp_bf16'] = _train_step(eager, trainer.optimizer, 'bfloat16')
+    for m in (eager, static):
+        m.train()
+    times = {k: [] for k in variants}
+    for name, fn in list(variants.items()):  # warm-up (to_static compiles)
+        try:
+            for b in batches[:2]:
+                fn(b)
+        except Exception as e:  # noqa: BLE001
+            errors[name] = repr(e)[:200]
+            del variants[name], times[name]
+    for i in range(repeats):
+        for name, fn in variants.items():
+            tic = time.perf_counter()
+            fn(batches[i % len(batches)])
+            times[name].append(time.perf_counter() - tic)
+    out = {k: float(np.median(v)) for k, v in times.items()}
+    out.update({k + '_error': v for k, v in errors.items()})
+    out['batch_size'] = trainer.loader.batch_size
+    return out
+
+
+def loader_seconds_per_batch(worker_num, batches=30, opts=()):
+    """Seconds per batch of the train loader alone (decode, augment,
+    Gt2YoloTarget), no model: what a worker process could take off the
+    training loop."""
+    _, trainer = _trainer(opts, worker_num)
+    it = iter(trainer.loader)
+    next(it)  # start-up (worker spawn) is not per-batch cost
+    tic = time.perf_counter()
+    n = 0
+    for _ in range(batches):
+        try:
+            next(it)
+        except StopIteration:
+            break
+        n += 1
+    return (time.perf_counter() - tic) / max(n, 1)
+
+
+def eager_step_seconds(repeats=10, opts=()):
+    """Median eager student step in this process (used by `concurrent`)."""
+    _, trainer = _trainer(opts)
+    batches = [b for _, b in zip(range(3), trainer.loader)]
+    step = _train_step(trainer.model, trainer.optimizer)
+    trainer.model.train()
+    for b in batches[:2]:
+        step(b)
+    times = []
+    for i in range(repeats):
+        tic = time.perf_counter()
+        step(batches[i % len(batches)])
+        times.append(time.perf_counter() - tic)
+    return float(np.median(times))
+
+
+def concurrent(n, repeats=10):
+    """Median eager step time in each of `n` processes started together:
+    equal to the one-process time means one run uses one core, so n runs fit
+    on n cores at full speed."""
+    code = ('import json, sys; sys.path.insert(0, {!r}); '
+            'from detdistill.profiling import eager_step_seconds; '
+            'print("STEP", json.dumps(eager_step_seconds({})))'
+            .format(ROOT, repeats))
+    procs = [subprocess.Popen([sys.executable, '-c', code], cwd=ROOT,
+                              stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, text=True)
+             for _ in range(n)]
+    out = []
+    for p in procs:
+        stdout, _ = p.communicate()
+        if p.returncode != 0:
+            raise RuntimeError('profiling subprocess failed (exit {})'.format(
+                p.returncode))
+        out.append(json.loads([line for line in stdout.splitlines()
+                               if line.startswith('STEP ')][-1][5:]))
+    return out
+
+
+def profile(repeats=10, jobs=2):
+    """Every measurement above, as one dict."""
+    res = {'step': step_variants(repeats)}
+    res['loader'] = {w: loader_seconds_per_batch(w) for w in (0, 1)}
+    res['processes'] = {1: concurrent(1, repeats)}
+    if jobs > 1:
+        res['processes'][jobs] = concurrent(jobs, repeats)
+    return res
+
+
+def write_profile(res, path, command_line):
+    s = res['step']
+    eager = s['eager']
+    lines = ['# Profile of the CPU training step', '',
+             'Produced by `{}` on this machine ({} CPU cores, no GPU): the demo '
+             'student (YOLOv3, MobileNetV1 x0.25, 160 px), batch {}, median '
+             'seconds.'.format(command_line, os.cpu_count(), s['batch_size']),
+             '', '| variant | step (s) | vs eager |', '|---|---|---|']
+    for k in ('eager', 'to_static', 'amp_bf16'):
+        if k in s:
+            lines.append('| {} | {:.4f} | {:.2f}x |'.format(k, s[k],
+                                                           s[k] / eager))
+        else:
+            lines.append('| {} | failed: {} | - |'.format(
+                k, s.get(k + '_error', '?')))
+    ld = res['loader']
+    lines += ['', 'Train loader alone (no model), seconds per batch: '
+              'worker_num=0: {:.4f}, worker_num=1: {:.4f} (the eager step '
+              'is {:.4f}).'.format(ld[0], ld[1], eager)]
+    one = res['processes'][1][0]
+    many = [v for k, v in res['processes'].items() if k != 1]
+    lines += ['', 'Eager step with several training processes at once: '
+              '1 process {:.4f} s; {}.'.format(one, '; '.join(
+                  '{} processes {} s (mean {:.2f}x of one)'.format(
+                      len(v), ', '.join('{:.4f}'.format(x) for x in v),
+                      float(np.mean(v)) / one) for v in many))]
+    lines += ['', '## What this means for the defaults', '']
+    for k, what in (('to_static', '`paddle.jit.to_static`'),
+                    ('amp_bf16', 'bfloat16 AMP on CPU')):
+        if k in s:
+            lines.append('- {}: {:.2f}x the eager step, so {}.'.format(
+                what, s[k] / eager, 'worth enabling' if s[k] < 0.9 * eager
+                else 'the trainer stays eager (no flag added)'))
+        else:
+            lines.append('- {}: does not run here, so the trainer stays '
+                         'eager.'.format(what))
+    lines.append('- DataLoader workers: loading a batch takes {:.0%} of an '
+                 'eager step and Paddle already overlaps it in a reader '
+                 'thread, so `worker_num: 0` stays (a worker would compete '
+                 'for a core).'.format(ld[0] / eager) if ld[0] < 0.5 * eager
+                 else '- DataLoader workers: loading a batch takes {:.0%} of '
+                 'an eager step: set `worker_num` > 0.'.format(ld[0] / eager))
+    ratio = float(np.mean(many[-1])) / one if many else None
+    if ratio is not None:
+        lines.append('- {} runs at once each step at {:.2f}x the speed of one '
+                     'alone: a training run uses one core here, so '
+                     '`tools/benchmark.py --jobs` defaults to one run per '
+                     'core.'.format(len(many[-1]), 1 / ratio))
+    lines.append('- AMP with float16 is for GPU users (`amp: true` in a '
+                 'config; it is ignored on CPU).')
+    with open(path, 'w') as f:
+        f.write('\n'.join(lines) + '\n')
+    return '\n'.join(lines)
