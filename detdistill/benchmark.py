@@ -132,45 +132,75 @@ def _progress(out, run):
     return (train[-1]['step'], train[-1]['total_steps']) if train else (0, 0)
 
 
+def simulate_eta(pending, needs, busy, jobs, seconds):
+    """Seconds until the last run ends, replaying the scheduler: `busy` maps
+    each running run to its seconds left, `seconds(run)` estimates a whole
+    run, and pending runs start in plan order once a worker is free and what
+    they need has finished (a distill run waits for its teacher even when a
+    worker idles, so the ETA must too)."""
+    finish = dict(busy)
+    free = list(busy.values()) + [0.] * max(0, jobs - len(busy))
+    todo = list(pending)
+
+    def start(r, t):
+        return max([t] + [finish.get(d, float('inf') if d in todo else 0.)
+                          for d in needs[r]])
+    while todo:
+        free.sort()
+        r = min(todo, key=lambda r: start(r, free[0]))  # first ready in order
+        begin = start(r, free[0])
+        todo.remove(r)
+        finish[r] = free[0] = begin + seconds(r)
+    return max(free, default=0.)
+
+
 def run_all(methods, seeds, out, opts=(), jobs=1, reuse=True, heartbeat=60):
     """Train every planned run, `jobs` at a time (a CPU run uses one core:
-    measured in REPORT.md), logging progress and an ETA every `heartbeat`
+    see benchmark/PROFILE.md), logging progress and an ETA every `heartbeat`
     seconds and at each finished run. Returns the summaries in plan order."""
     runs, needs = plan(methods, seeds)
-    pending, running, done = list(runs), {}, {}
+    jobs = max(1, jobs)
+    pending, running, done, started = list(runs), {}, {}, {}
     tic = time.time()
-    total_cost = sum(COST[m] for m, _ in runs)
 
     def report(finished=None):
-        # Cost units done, counting running runs by their step fraction.
-        units = sum(COST[r[0]] for r, s in done.items() if not s.get('reused'))
-        skipped = sum(COST[r[0]] for r, s in done.items() if s.get('reused'))
-        parts = []
-        for r in running.values():
-            step, total = _progress(out, r)
-            units += COST[r[0]] * step / total if total else 0.
-            parts.append('{} s{} {}/{}'.format(r[0], r[1], step, total or '?'))
-        elapsed = time.time() - tic
-        left = total_cost - skipped - units
-        eta = '{:.0f}s'.format(elapsed / units * left) if units > 0 else '?'
+        now = time.time()
+        progress = {r: _progress(out, r) for r in running.values()}
+        # Seconds per COST unit: from finished runs, else from running ones.
+        trained = [(s['wall_s'], COST[r[0]]) for r, s in done.items()
+                   if not s.get('reused')]
+        trained += [] if trained else [
+            (now - started[r], COST[r[0]] * step / total)
+            for r, (step, total) in progress.items() if total and step]
+        unit = sum(t for t, _ in trained) / sum(c for _, c in trained) \
+            if trained else None
+        eta = '?'
+        if unit:
+            busy = {r: COST[r[0]] * unit * (1 - step / total if total else 1)
+                    for r, (step, total) in progress.items()}
+            eta = '{:.0f}s'.format(simulate_eta(
+                pending, needs, busy, jobs, lambda r: COST[r[0]] * unit))
         head = '{} seed {}: mAP 11pt {:.2f} area {:.2f} | '.format(
             finished[0], finished[1],
             100 * done[finished]['mAP']['11point'],
             100 * done[finished]['mAP']['area']) if finished else ''
         logger.info('[benchmark] {}{}/{} runs done, running: {} | elapsed '
-                    '{:.0f}s, ETA {}'.format(head, len(done), len(runs),
-                                             ', '.join(parts) or '-',
-                                             elapsed, eta))
+                    '{:.0f}s, ETA {}'.format(
+                        head, len(done), len(runs), ', '.join(
+                            '{} s{} {}/{}'.format(r[0], r[1], st, tot or '?')
+                            for r, (st, tot) in progress.items()) or '-',
+                        now - tic, eta))
 
-    with concurrent.futures.ThreadPoolExecutor(max(1, jobs)) as pool:
+    with concurrent.futures.ThreadPoolExecutor(jobs) as pool:
         while pending or running:
             for r in list(pending):
-                if len(running) >= max(1, jobs):
+                if len(running) >= jobs:
                     break
                 if needs[r] <= set(done):
                     pending.remove(r)
                     logger.info('[benchmark] start {} seed {} -> {}'.format(
                         r[0], r[1], run_dir(out, *r)))
+                    started[r] = time.time()
                     running[pool.submit(run_one, r[0], r[1], out, opts,
                                         reuse)] = r
             finished, _ = concurrent.futures.wait(
@@ -353,7 +383,7 @@ def write_report(rows, profile, path, command_line, targets=None,
             '(target < 5%)'.format(profile['loss_share_of_distill_step'])]
     if targets:
         lines += ['', '## Targets', ''] + ['- {}: **{}** ({})'.format(
-            name, 'met' if ok else 'NOT met', why)
+            name, {True: 'met', False: 'NOT met'}.get(ok, 'not measured'), why)
             for name, ok, why in targets]
     lines += ['', '![mAP over steps](map_curves.png)', '',
               '![loss components](loss_curves.png)', '']
@@ -366,10 +396,12 @@ def check_targets(rows, profile):
     if {'baseline', 'l2'} <= set(rows):
         b, l2 = rows['baseline']['mAP_11point'], rows['l2']['mAP_11point']
         spread = max(b['spread'], l2['spread'])
+        seeds = min(len(b['values']), len(l2['values']))
         out.append(('L2 beats the baseline by more than the seed spread',
-                    l2['mean'] - b['mean'] > spread,
-                    'L2 - baseline = {:+.2f}, largest seed spread {:.2f}'
-                    .format(l2['mean'] - b['mean'], spread)))
+                    l2['mean'] - b['mean'] > spread if seeds > 1 else None,
+                    'L2 - baseline = {:+.2f}, largest seed spread {}'.format(
+                        l2['mean'] - b['mean'], '{:.2f}'.format(spread)
+                        if seeds > 1 else 'unknown with one seed')))
     gaps = {m: r['gap_recovered_11point'] for m, r in rows.items()
             if r.get('gap_recovered_11point') is not None}
     if gaps:

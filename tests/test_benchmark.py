@@ -38,6 +38,11 @@ def test_gap_recovered_and_targets(tmp_path):
                  check_targets(rows, profile))
     text = path.read_text()
     assert '| l2 | 42.00 ± 2.00 |' in text and 'NOT met' in text
+    # One seed has no spread: the spread target is not measured, not met.
+    one = aggregate([r for r in runs if r['seed'] == 0])
+    verdict = {t: ok for t, ok, _ in check_targets(one, None)}
+    assert verdict['L2 beats the baseline by more than the seed spread'] \
+        is None
 
 
 def test_plan_starts_the_distill_teacher_first_and_longest_runs_next():
@@ -77,3 +82,41 @@ def test_benchmark_end_to_end_in_parallel(demo_voc, tmp_path):
         os.path.join(out, 'REPORT.md')).read()
     tool.main(argv)  # everything reused: nothing retrained
     assert 'were reused' in open(os.path.join(out, 'REPORT.md')).read()
+
+
+def test_profile_measures_every_variant_and_writes_a_report(demo_voc,
+                                                            tmp_path):
+    """tools/profile_step.py's measurements on tiny data: eager, to_static and
+    bf16-AMP steps all run (or report their error), the loader is timed with
+    and without a worker, and two processes time their steps together."""
+    from conftest import tiny_opts
+    from detdistill.profiling import profile, write_profile
+    opts = tiny_opts(demo_voc, str(tmp_path))
+    res = profile(repeats=2, jobs=2, opts=opts)
+    step = res['step']
+    for k in ('eager', 'to_static', 'amp_bf16'):
+        assert step.get(k, 0) > 0 or k + '_error' in step
+    assert step['eager'] > 0 and step['batch_size'] == 4
+    assert res['loader'][0] > 0 and res['loader'][1] > 0
+    assert len(res['processes'][1]) == 1 and len(res['processes'][2]) == 2
+    assert isinstance(res['to_static_distiller_differs'], list)
+    text = write_profile(res, str(tmp_path / 'PROFILE.md'), 'cmd')
+    assert '| eager |' in text and '2 processes' in text
+    assert (tmp_path / 'PROFILE.md').read_text().strip() == text.strip()
+
+
+def test_eta_replays_the_schedule_with_its_waits():
+    """Two workers, the distill teacher has 100 s left: the idle worker takes
+    the next ready run, and the distill runs wait for that teacher."""
+    from detdistill.benchmark import plan, simulate_eta
+    runs, needs = plan(['teacher', 'baseline', 'l2'], [0, 1])
+    secs = {'teacher': 300., 'baseline': 50., 'l2': 80.}
+    pending = [r for r in runs if r != ('teacher', 0)]
+    eta = simulate_eta(pending, needs, {('teacher', 0): 100.}, 2,
+                       lambda r: secs[r[0]])
+    # B: teacher s1 (next in plan, ready) 0-300, then baseline s1 300-350;
+    # A: teacher s0 to 100, l2 s0 100-180, l2 s1 180-260, baseline s0 to 310.
+    assert eta == 350.
+    # One worker: everything in a row.
+    assert simulate_eta(pending, needs, {('teacher', 0): 100.}, 1,
+                        lambda r: secs[r[0]]) == 100 + 300 + 2 * 80 + 2 * 50
