@@ -1,0 +1,26 @@
+"""Started by tests/test_distributed.py under `python -m paddle.distributed
+.launch`: runs the real tools/train.py or slim/distillation/distill.py main,
+then every rank saves its student weights so the test can compare ranks
+(the CLI saves checkpoints from rank 0 only).
+
+python -m paddle.distributed.launch --nproc_per_node 2 tests/dist_worker.py \
+    train|distill OUT_DIR [tool arguments ...]
+"""
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path[:0] = [ROOT, os.path.join(ROOT, 'tools'),
+                os.path.join(ROOT, 'slim', 'distillation')]
+
+import paddle  # noqa: E402
+
+if __name__ == '__main__':
+    tool, out = sys.argv[1], sys.argv[2]
+    if tool == 'train':
+        from train import main
+    else:
+        from distill import main
+    trainer = main(sys.argv[3:])
+    paddle.save(trainer.detector.state_dict(), os.path.join(
+        out, 'rank{}.pdparams'.format(paddle.distributed.get_rank())))
