@@ -151,3 +151,58 @@ def test_demo_round_trips_through_ppdet_reader(demo_voc):
         sizes += [o['bbox'][2] - o['bbox'][0] for o in ann['objects']]
     assert classes == set(DEMO_CLASSES)
     assert min(sizes) < 20 and max(sizes) > 45  # varied scale
+
+
+def test_xml_must_agree_with_its_image(voc):
+    """A <size> that is not the image's, or a box wholly outside it, stops
+    the split with both files named; a box overhanging the border and an
+    image without objects are notes (ppdet's reader clips / skips them)."""
+    xmls = sorted(os.listdir(os.path.join(voc, ANN)))
+
+    def edit(name, old, new):
+        path = os.path.join(voc, ANN, name)
+        text = open(path).read()
+        assert old in text
+        with open(path, 'w') as f:
+            f.write(text.replace(old, new, 1))
+
+    ann = parse_voc_xml(os.path.join(voc, ANN, xmls[0]))
+    edit(xmls[0], '<width>{}</width>'.format(int(ann['width'])),
+         '<width>{}</width>'.format(int(ann['width']) + 7))
+    ann = parse_voc_xml(os.path.join(voc, ANN, xmls[1]))
+    x1 = int(ann['objects'][0]['bbox'][0])
+    x2 = int(ann['objects'][0]['bbox'][2])
+    edit(xmls[1], '<xmin>{}</xmin>'.format(x1), '<xmin>{}</xmin>'.format(
+        int(ann['width']) + 5))
+    edit(xmls[1], '<xmax>{}</xmax>'.format(x2), '<xmax>{}</xmax>'.format(
+        int(ann['width']) + 30))
+    with pytest.raises(VOCDataError) as e:
+        split_voc(voc)
+    msg = str(e.value)
+    assert '2 problem(s)' in msg
+    assert xmls[0] in msg and '<size> says {}x'.format(
+        int(parse_voc_xml(os.path.join(voc, ANN, xmls[0]))['width'])) in msg
+    assert xmls[0].replace('.xml', '.jpg') in msg
+    assert xmls[1] in msg and 'object 0' in msg and 'lies outside' in msg
+
+    # Repair those two; add an overhang and an image without objects.
+    shutil.copy(os.path.join(voc, ANN, xmls[2]), os.path.join(voc, ANN,
+                                                              xmls[0]))
+    shutil.copy(os.path.join(voc, IMG, xmls[2].replace('.xml', '.jpg')),
+                os.path.join(voc, IMG, xmls[0].replace('.xml', '.jpg')))
+    shutil.copy(os.path.join(voc, ANN, xmls[2]), os.path.join(voc, ANN,
+                                                              xmls[1]))
+    shutil.copy(os.path.join(voc, IMG, xmls[2].replace('.xml', '.jpg')),
+                os.path.join(voc, IMG, xmls[1].replace('.xml', '.jpg')))
+    ann = parse_voc_xml(os.path.join(voc, ANN, xmls[3]))
+    edit(xmls[3], '<xmax>{}</xmax>'.format(int(ann['objects'][0]['bbox'][2])),
+         '<xmax>{}</xmax>'.format(int(ann['width']) + 12))
+    path = os.path.join(voc, ANN, xmls[4])
+    text = open(path).read()
+    with open(path, 'w') as f:
+        f.write(text[:text.index('  <object>')] + '</annotation>\n')
+    summary = split_voc(voc)
+    notes = summary['notes']
+    assert notes.startswith('2 note(s)')
+    assert xmls[3] in notes and 'extends beyond' in notes and 'clips' in notes
+    assert xmls[4] in notes and 'no <object>' in notes

@@ -11,7 +11,7 @@ import xml.etree.ElementTree as ET
 
 from PIL import Image, ImageFile
 
-__all__ = ['VOCDataError', 'parse_voc_xml', 'check_image',
+__all__ = ['VOCDataError', 'parse_voc_xml', 'check_image', 'check_sample',
            'validate_voc_list', 'ValidationReport', 'split_voc',
            'read_label_list', 'atomic_write']
 
@@ -116,16 +116,59 @@ def check_image(path):
         ImageFile.LOAD_TRUNCATED_IMAGES = lenient
 
 
+def check_sample(image_path, xml_path, class_names=None):
+    """Decode the image, parse its XML, and check that they agree.
+
+    Returns (annotation, notes). Disagreements the reader cannot repair raise
+    VOCDataError naming both files (the XML's <size> is not the image's, a
+    box lies wholly outside the image); `notes` lists what ppdet's VOC reader
+    repairs or skips on its own, for the user to know: boxes it clips to the
+    image, images without objects (it leaves them out of training)."""
+    w, h = check_image(image_path)
+    ann = parse_voc_xml(xml_path, class_names)
+    xw, xh = int(ann['width']), int(ann['height'])
+    if xw > 0 and xh > 0 and (xw, xh) != (w, h):
+        raise VOCDataError('{}: <size> says {}x{} but {} is {}x{} (the boxes '
+                           'may belong to another version of the image)'
+                           .format(xml_path, xw, xh, image_path, w, h))
+    notes = []
+    if not ann['objects']:
+        notes.append('{}: no <object>; the VOC reader leaves this image out '
+                     'of training'.format(xml_path))
+    for i, o in enumerate(ann['objects']):
+        x1, y1, x2, y2 = o['bbox']
+        where = '{}: object {} ({}) <bndbox> [{:g}, {:g}, {:g}, {:g}]'.format(
+            xml_path, i, o['name'], x1, y1, x2, y2)
+        if x1 >= w or y1 >= h or x2 <= 0 or y2 <= 0:
+            raise VOCDataError('{} lies outside the {}x{} image'.format(
+                where, w, h))
+        if x1 < -1 or y1 < -1 or x2 > w + 1 or y2 > h + 1:  # 1 px: VOC habit
+            notes.append('{} extends beyond the {}x{} image; the reader '
+                         'clips it'.format(where, w, h))
+    return ann, notes
+
+
 class ValidationReport:
     def __init__(self, list_path):
         self.list_path = list_path
         self.num_images = 0
         self.per_class = collections.Counter()
         self.problems = []
+        self.notes = []
 
     @property
     def num_objects(self):
         return sum(self.per_class.values())
+
+    def format_notes(self, limit=5):
+        """One paragraph for the log: how many notes, the first `limit`."""
+        if not self.notes:
+            return ''
+        shown = self.notes[:limit]
+        more = len(self.notes) - len(shown)
+        return '{} note(s) on {} (training goes on):\n  {}{}'.format(
+            len(self.notes), self.list_path, '\n  '.join(shown),
+            '\n  ... and {} more'.format(more) if more else '')
 
     def raise_if_problems(self, limit=20):
         if not self.problems:
@@ -139,8 +182,9 @@ class ValidationReport:
 
 def validate_voc_list(dataset_dir, anno_path, label_list):
     """Check every line of a PaddleDetection VOC list file (`image xml`,
-    relative to dataset_dir): the image decodes, the XML parses, every class
-    is in label_list. Collects all problems."""
+    relative to dataset_dir) with `check_sample`: the image decodes, the XML
+    parses and agrees with it, every class is in label_list. Collects all
+    problems and notes."""
     list_path = os.path.join(dataset_dir, anno_path)
     if not os.path.isfile(list_path):
         raise VOCDataError('list file {} does not exist'.format(list_path))
@@ -155,11 +199,11 @@ def validate_voc_list(dataset_dir, anno_path, label_list):
             continue
         img, xml = (os.path.join(dataset_dir, p) for p in parts)
         try:
-            check_image(img)
-            ann = parse_voc_xml(xml, names)
+            ann, notes = check_sample(img, xml, names)
         except VOCDataError as e:
             report.problems.append(str(e))
             continue
+        report.notes += notes
         report.num_images += 1
         report.per_class.update(o['name'] for o in ann['objects'])
     return report
@@ -196,18 +240,16 @@ def split_voc(dataset_dir, ratio=0.9, seed=0, unlabeled=0,
     if not stems:
         raise VOCDataError('no images in {}'.format(img_root))
     names = read_label_list(label_list) if label_list else None
-    anns, problems = {}, []
+    anns, report = {}, ValidationReport(img_root)
     for stem in stems:
         xml = os.path.join(dataset_dir, anno_dir, stem + '.xml')
         try:
-            check_image(os.path.join(img_root, stem + ext[stem]))
-            anns[stem] = parse_voc_xml(xml, names)
+            anns[stem], notes = check_sample(
+                os.path.join(img_root, stem + ext[stem]), xml, names)
+            report.notes += notes
         except VOCDataError as e:
-            problems.append(str(e))
-    if problems:
-        report = ValidationReport(img_root)
-        report.problems = problems
-        report.raise_if_problems()
+            report.problems.append(str(e))
+    report.raise_if_problems()
     if names is None:
         names = sorted({o['name'] for a in anns.values()
                         for o in a['objects']})
@@ -238,6 +280,7 @@ def split_voc(dataset_dir, ratio=0.9, seed=0, unlabeled=0,
     summary['images'] = {k: len(v) for k, v in splits.items()}
     summary['images']['unlabeled'] = len(held)
     summary['classes'] = names
+    summary['notes'] = report.format_notes()
     return summary
 
 
@@ -251,4 +294,6 @@ def format_summary(summary):
                                             imgs['test']))
     if imgs['unlabeled']:
         rows.append('unlabeled images: {}'.format(imgs['unlabeled']))
+    if summary.get('notes'):
+        rows.append(summary['notes'])
     return '\n'.join(rows)

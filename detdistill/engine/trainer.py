@@ -55,6 +55,8 @@ def check_dataset(dataset):
                                os.path.join(dataset.dataset_dir,
                                             dataset.label_list))
     report.raise_if_problems()
+    if report.notes:
+        logger.warning(report.format_notes())
 
 
 def build_loader(reader, dataset, worker_num):
