@@ -10,9 +10,9 @@ __all__ = ['ArgsParser', 'TrainArgsParser', 'run_training', 'main_guard']
 
 
 class ArgsParser(argparse.ArgumentParser):
-    def __init__(self, **kwargs):
+    def __init__(self, config_required=True, **kwargs):
         super().__init__(**kwargs)
-        self.add_argument('-c', '--config', required=True,
+        self.add_argument('-c', '--config', required=config_required,
                           help='configuration file (YAML, may use _BASE_)')
         self.add_argument('-o', '--opt', nargs='*', default=[],
                           help='override config options: key=value, '
@@ -66,6 +66,11 @@ def _user_errors():
         errors.append(PairingError)
     except ImportError:
         pass
+    from .deploy.export import ExportError
+    from .deploy.onnx_convert import OnnxExportError
+    from .deploy.predictor import InferCfgError
+    from .deploy.verify import ExportCheckError
+    errors += [ExportError, OnnxExportError, InferCfgError, ExportCheckError]
     return tuple(errors)
 
 

@@ -1,0 +1,244 @@
+"""Is the exported model the trained one? Its outputs against the dygraph
+detector's on the same preprocessed images, with stated tolerances:
+
+- scores: |difference| <= SCORE_ATOL (scores are probabilities);
+- boxes: |difference| <= BOX_RTOL x the original image's longer side
+  (0.016 px on a 160 px image, 0.06 px at 608 px).
+
+Seen on this stack: Paddle Inference (oneDNN off) equals dygraph to the bit
+or within float rounding; ONNX Runtime differs by ~1e-6 relative.
+
+Thresholds make some differences legitimate, and those are excused, not
+hidden: YOLOBox zeroes the scores of a candidate whose objectness is under
+`conf_thresh` (its box is then not compared: Paddle writes zeros, the ONNX
+model can write NaN), so a candidate on the threshold may be kept by one side
+only (excused if its best class score is within SCORE_ATOL of
+`conf_thresh`); after NMS, a
+detection may be present on one side only if its score is within SCORE_ATOL
+of `score_threshold`, or of the lowest kept score when `keep_top_k` rows are
+kept. Anything else fails the export with the numbers.
+"""
+import os
+import tempfile
+
+import numpy as np
+import paddle
+from PIL import Image
+from scipy.optimize import linear_sum_assignment
+
+from ..logger import get_logger
+from .export import DeployYOLOv3
+from .nms import nms_settings
+from .predictor import ExportedDetector
+
+__all__ = ['SCORE_ATOL', 'BOX_RTOL', 'ExportCheckError', 'random_images',
+           'compare_raw', 'compare_detections', 'check_export']
+
+logger = get_logger()
+SCORE_ATOL = 1e-4
+BOX_RTOL = 1e-4
+
+
+class ExportCheckError(RuntimeError):
+    """An exported model's outputs differ from the dygraph model's."""
+
+
+def random_images(out_dir, image_shape, n=2, seed=0):
+    """n PNG files of random pixels at sizes around the model's input size
+    (different aspect ratios, so scale_factor varies). Returns their paths."""
+    rng = np.random.RandomState(seed)
+    h, w = [s if s > 0 else 320 for s in image_shape[1:]]
+    sizes = [(int(h * 1.5), w), (h, int(w * 0.75)), (h * 2, w * 2)]
+    paths = []
+    for i in range(n):
+        size = sizes[i % len(sizes)]
+        pixels = rng.randint(0, 256, size + (3,), dtype=np.uint8)
+        path = os.path.join(out_dir, 'random_{}.png'.format(i))
+        Image.fromarray(pixels).save(path)
+        paths.append(path)
+    return paths
+
+
+def _box_tol(feed):
+    original = feed['im_shape'] / feed['scale_factor']  # [B, 2]: h, w
+    return BOX_RTOL * original.max(axis=1)
+
+
+def _nonfinite(ref, got, what):
+    bad = np.isfinite(ref) != np.isfinite(got)
+    if bad.any():
+        return ['{}: {} non-finite values where the other side is finite'
+                .format(what, int(bad.sum()))]
+    return []
+
+
+def compare_raw(ref, got, feed, conf_thresh):
+    """Outputs of a model exported without NMS: boxes [B, M, 4], scores
+    [B, C, M]. Returns (stats, problems)."""
+    (rb, rs), (gb, gs) = ref, got
+    if rb.shape != gb.shape or rs.shape != gs.shape:
+        return {}, ['shapes: boxes {} vs {}, scores {} vs {} (dygraph vs '
+                    'exported)'.format(rb.shape, gb.shape, rs.shape,
+                                       gs.shape)]
+    # Suppressed candidates (all scores 0) have no meaningful box: Paddle
+    # writes zeros, paddle2onnx's yolo_box can give NaN (exp() of a large
+    # logit times the 0 mask).
+    zeroed_r = (rs == 0).all(1)  # [B, M]
+    zeroed_g = (gs == 0).all(1)
+    flipped = zeroed_r != zeroed_g
+    kept = ~zeroed_r & ~zeroed_g
+    problems = _nonfinite(rb[kept], gb[kept], 'boxes') + \
+        _nonfinite(rs, gs, 'scores')
+    kept_score = np.where(zeroed_r, gs.max(1), rs.max(1))
+    unexcused = flipped & ~(kept_score <= conf_thresh + SCORE_ATOL)
+    box_diff = np.where(kept, np.nan_to_num(np.abs(rb - gb), nan=np.inf)
+                        .max(-1), 0)
+    score_diff = np.where(~flipped, np.nan_to_num(np.abs(rs - gs),
+                                                  nan=np.inf).max(1), 0)
+    tol = _box_tol(feed)
+    stats = {'images': len(rb), 'candidates': int(rb.shape[0] * rb.shape[1]),
+             'max_score_diff': float(score_diff.max()),
+             'max_box_diff_px': float(box_diff.max()),
+             'box_tol_px': float(tol.min()),
+             'conf_thresh_flips': int(flipped.sum())}
+    if unexcused.any():
+        problems.append('{} candidates kept by one side only, with scores up '
+                        'to {:.6f} (conf_thresh {})'.format(
+                            int(unexcused.sum()),
+                            float(kept_score[unexcused].max()), conf_thresh))
+    if stats['max_score_diff'] > SCORE_ATOL:
+        problems.append('max |score difference| {:.3g} > {:g}'.format(
+            stats['max_score_diff'], SCORE_ATOL))
+    over = box_diff > tol[:, None]
+    if over.any():
+        i = int(np.argmax((box_diff / tol[:, None]).max(1)))
+        problems.append('max |box difference| {:.3g} px > {:.3g} px (image '
+                        '{})'.format(float(box_diff[i].max()), float(tol[i]),
+                                     i))
+    return stats, problems
+
+
+def _split(bbox, bbox_num):
+    out, start = [], 0
+    for n in np.asarray(bbox_num).ravel():
+        d = bbox[start:start + n]
+        start += n
+        out.append(d[d[:, 0] >= 0])
+    return out
+
+
+def _unmatched_excused(dets, unmatched, nms):
+    """Rows on a threshold: within SCORE_ATOL of score_threshold or, when
+    keep_top_k rows are kept, of the lowest kept score."""
+    bound = nms['score_threshold']
+    if len(dets) >= nms['keep_top_k'] > 0:
+        bound = max(bound, float(dets[:, 1].min()))
+    return dets[unmatched, 1] <= bound + SCORE_ATOL
+
+
+def compare_detections(ref, got, feed, nms):
+    """Outputs of a model exported with NMS: bbox [N, 6], bbox_num [B].
+    Detections are paired per image by class and closeness (Hungarian
+    matching). Returns (stats, problems)."""
+    refs, gots = _split(*ref), _split(*got)
+    problems = []
+    if len(refs) != len(gots):
+        return {}, ['{} images in the dygraph output, {} exported'.format(
+            len(refs), len(gots))]
+    tol = _box_tol(feed)
+    stats = {'images': len(refs), 'detections': int(sum(map(len, refs))),
+             'max_score_diff': 0.0, 'max_box_diff_px': 0.0,
+             'box_tol_px': float(tol.min()), 'threshold_flips': 0}
+    for i, (r, g) in enumerate(zip(refs, gots)):
+        if len(r) and len(g):
+            box = np.abs(r[:, None, 2:] - g[None, :, 2:]).max(-1)
+            score = np.abs(r[:, None, 1] - g[None, :, 1])
+            cost = np.maximum(box / tol[i], score / SCORE_ATOL)
+            cost = np.nan_to_num(cost, nan=1e18)
+            cost[r[:, None, 0] != g[None, :, 0]] = 1e18
+            ri, gi = linear_sum_assignment(cost)
+            ok = cost[ri, gi] <= 1.0
+            ri, gi = ri[ok], gi[ok]
+            if len(ri):
+                stats['max_score_diff'] = max(stats['max_score_diff'],
+                                              float(score[ri, gi].max()))
+                stats['max_box_diff_px'] = max(stats['max_box_diff_px'],
+                                               float(box[ri, gi].max()))
+        else:
+            ri = gi = np.zeros(0, int)
+        for side, dets, matched in (('dygraph', r, ri), ('exported', g, gi)):
+            unmatched = np.ones(len(dets), bool)
+            unmatched[matched] = False
+            excused = _unmatched_excused(dets, unmatched, nms)
+            stats['threshold_flips'] += int(excused.sum())
+            if not excused.all():
+                worst = dets[unmatched][~excused]
+                problems.append(
+                    'image {}: {} of {} {} detections have no counterpart '
+                    'within tolerance (the other side has {}); first: class '
+                    '{:g} score {:.6f} box {}'.format(
+                        i, len(worst), len(dets), side,
+                        len(g) if side == 'dygraph' else len(r), worst[0, 0],
+                        worst[0, 1], np.round(worst[0, 2:], 3).tolist()))
+    return stats, problems
+
+
+def _reference(detector, feed, with_nms):
+    tensors = {k: paddle.to_tensor(v) for k, v in feed.items()}
+    detector.eval()
+    with paddle.no_grad():
+        if with_nms:  # ppdet's own eval forward, as tools/infer.py runs it
+            out = detector(tensors)
+            return [out['bbox'].numpy(), out['bbox_num'].numpy()]
+        return [t.numpy() for t in DeployYOLOv3(detector, False)(
+            tensors['image'], tensors['im_shape'], tensors['scale_factor'])]
+
+
+def check_export(model_dir, detector, images=None, backends=('paddle',)):
+    """Run the export in model_dir with each backend on `images` (paths;
+    None: two random images) and compare with `detector` in dygraph.
+    Returns {backend: stats}; raises ExportCheckError with every problem."""
+    with tempfile.TemporaryDirectory() as tmp:
+        models, failures = {}, []
+        for backend in backends:
+            try:
+                models[backend] = ExportedDetector(model_dir, backend)
+            except Exception as e:
+                failures.append('{}: cannot load the exported model: {}: {}'
+                                .format(backend, type(e).__name__, e))
+        if failures:
+            raise ExportCheckError('{}: export check failed:\n  {}'.format(
+                model_dir, '\n  '.join(failures)))
+        first = next(iter(models.values()))
+        if not images:
+            images = random_images(tmp, first.infer_cfg['image_shape'])
+        feed = first.preprocess(images)
+        with_nms = first.with_nms
+        ref = _reference(detector, feed, with_nms)
+        report = {}
+        for backend, model in models.items():
+            try:
+                got = model.run(feed)
+            except Exception as e:
+                failures.append('{}: running the exported model failed: {}: '
+                                '{}'.format(backend, type(e).__name__, e))
+                continue
+            if with_nms:
+                stats, problems = compare_detections(
+                    ref, got, feed, nms_settings(detector))
+            else:
+                stats, problems = compare_raw(
+                    ref, got, feed, detector.post_process.decode.conf_thresh)
+            report[backend] = stats
+            logger.info('check {} vs dygraph on {} images: {}{}'.format(
+                backend, len(images), ', '.join(
+                    '{} {:.3g}'.format(k, v) if isinstance(v, float) else
+                    '{} {}'.format(k, v) for k, v in stats.items()),
+                ': OK' if not problems else ''))
+            failures += ['{}: {}'.format(backend, p) for p in problems]
+    if failures:
+        raise ExportCheckError(
+            '{}: exported model differs from the dygraph model beyond the '
+            'tolerance (scores {:g}, boxes {:g} x image size):\n  {}'.format(
+                model_dir, SCORE_ATOL, BOX_RTOL, '\n  '.join(failures)))
+    return report
