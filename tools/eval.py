@@ -1,5 +1,6 @@
 """Evaluate: python tools/eval.py -c CFG -o weights=W  (VOC mAP@0.5, 11-point
-and area, per-class AP)"""
+and area, per-class AP). An exported model on the config's EvalDataset:
+python tools/eval.py -c CFG --model_dir DIR [--backend paddle|onnxruntime]"""
 import json
 
 import _path  # noqa: F401
@@ -14,6 +15,10 @@ def parse_args(argv=None):
     p = ArgsParser(description=__doc__)
     p.add_argument('--json', default=None,
                    help='also write the results to this JSON file')
+    p.add_argument('--model_dir', default=None,
+                   help='evaluate this exported model instead of -o weights')
+    p.add_argument('--backend', default='paddle',
+                   choices=['paddle', 'onnxruntime'])
     return p.parse_args(argv)
 
 
@@ -32,9 +37,15 @@ def format_table(res):
 def main(argv=None):
     args = parse_args(argv)
     cfg = load_config(args.config, args.opt)
-    trainer = Trainer(cfg, mode='eval')
-    load_weights(trainer.detector, cfg['weights'])
-    res = trainer.evaluate()
+    if args.model_dir:
+        from detdistill.deploy.evaluate import evaluate_exported
+        from detdistill.deploy.predictor import ExportedDetector
+        res = evaluate_exported(cfg, ExportedDetector(args.model_dir,
+                                                      args.backend))
+    else:
+        trainer = Trainer(cfg, mode='eval')
+        load_weights(trainer.detector, cfg['weights'])
+        res = trainer.evaluate()
     print(format_table(res))
     if args.json:
         with open(args.json, 'w') as f:

@@ -1,0 +1,127 @@
+"""The inference table: exported student vs exported teacher, mAP of the
+exported models and images/s for Paddle Inference and ONNX Runtime on this
+CPU. Every model is exported (and checked) by the same code as
+tools/export_model.py, without NMS so that every backend runs every batch
+size (as PaddleDetection's benchmark export does); mAP is measured with the
+exported models, NMS on the host."""
+import os
+import platform
+import time
+
+import numpy as np
+import paddle
+from ppdet.core.workspace import create
+
+from ..config import activate, build_model, load_config
+from ..logger import get_logger
+from ..weights import load_weights
+from .evaluate import evaluate_exported
+from .export import export
+from .nms import multiclass_nms_numpy
+from .predictor import ExportedDetector
+from .speed import loadavg, measure_speed
+
+__all__ = ['eval_images', 'run_deploy_benchmark', 'format_report']
+
+logger = get_logger()
+
+
+def eval_images(cfg, n):
+    """The first n image paths of the config's EvalDataset."""
+    with activate(cfg):
+        dataset = create('EvalDataset')()
+    dataset.parse_dataset()
+    return [r['im_file'] for r in dataset.roidbs[:n]]
+
+
+def _nms_ms(model, feed, repeats=20):
+    """Host NMS per image, in ms, on the model's outputs for one image."""
+    boxes, scores = model.run({k: v[:1] for k, v in feed.items()})
+    multiclass_nms_numpy(boxes, scores, model.infer_cfg['NMS'])
+    tic = time.perf_counter()
+    for _ in range(repeats):
+        multiclass_nms_numpy(boxes, scores, model.infer_cfg['NMS'])
+    return 1000 * (time.perf_counter() - tic) / repeats
+
+
+def run_deploy_benchmark(models, model_root, opts=(), backends=(
+        'paddle', 'onnxruntime'), threads=(1, 2), batches=(1, 8), rounds=5):
+    """models: {name: (config path, weights)}, student first, teacher last.
+    Returns the results dict format_report prints."""
+    result = {'models': {}, 'machine': {
+        'cpus': os.cpu_count(), 'processor': platform.processor() or
+        platform.machine(), 'paddle': paddle.__version__,
+        'loadavg_start': loadavg()}}
+    dirs, feed = {}, None
+    for name, (config, weights) in models.items():
+        cfg = load_config(config, list(opts) + ['weights=' + weights])
+        paddle.set_device('cpu')
+        detector = build_model(cfg)
+        load_weights(detector, weights)
+        images = eval_images(cfg, 8)
+        dirs[name] = os.path.join(model_root, name)
+        check = export(detector, cfg, dirs[name], exclude_nms=True, onnx=True,
+                       check_images=images[:4])
+        entry = {'config': config, 'weights': weights,
+                 'params_M': sum(int(np.prod(p.shape))
+                                 for p in detector.parameters()) / 1e6,
+                 'check': check, 'mAP': {}}
+        for backend in backends:
+            model = ExportedDetector(dirs[name], backend)
+            res = evaluate_exported(cfg, model)
+            entry['mAP'][backend] = res['mAP']
+            entry['num_eval_images'] = res['num_images']
+        model = ExportedDetector(dirs[name], 'paddle')
+        if feed is None:
+            feed = model.preprocess(images)
+        entry['host_nms_ms'] = _nms_ms(model, feed)
+        result['models'][name] = entry
+    logger.info('timing {} rounds per setting; load average {}'.format(
+        rounds, loadavg()))
+    result['speed'] = measure_speed(dirs, feed, backends, threads, batches,
+                                    rounds, log=logger.info)
+    result['machine']['loadavg_end'] = loadavg()
+    return result
+
+
+def format_report(result):
+    names = list(result['models'])
+    rows = result['speed']
+    settings = [(r['backend'], r['threads'], r['batch']) for r in rows]
+    label = {'paddle': 'Paddle', 'onnxruntime': 'ORT'}
+    head = ['model', 'params (M)', 'mAP 11pt / area (Paddle)',
+            'mAP 11pt (ORT)'] + ['{} {}t b{}'.format(label[b], t, n)
+                                 for b, t, n in settings]
+    lines = ['| ' + ' | '.join(head) + ' |',
+             '|' + '---|' * len(head)]
+    for name in names:
+        m = result['models'][name]
+        cells = [name, '{:.2f}'.format(m['params_M']),
+                 '{:.2f} / {:.2f}'.format(100 * m['mAP']['paddle']['11point'],
+                                          100 * m['mAP']['paddle']['area']),
+                 '{:.2f}'.format(100 * m['mAP'].get('onnxruntime', {}).get(
+                     '11point', float('nan')))]
+        cells += ['{:.1f}'.format(r['ips'][name]) for r in rows]
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    first, last = names[0], names[-1]
+    cells = ['{} / {}'.format(first, last), '{:.2f}x'.format(
+        result['models'][first]['params_M'] /
+        result['models'][last]['params_M']), '', '']
+    cells += ['**{:.2f}x**'.format(r['ratio'][first]) for r in rows]
+    lines.append('| ' + ' | '.join(cells) + ' |')
+    machine = result['machine']
+    lines += ['', 'img/s: images per second of the exported network (no '
+              'NMS), median of {} alternating rounds; ratios: median of the '
+              'per-round ratios. "2t b8": 2 threads, batch 8. Host NMS adds '
+              '{} ms per image. {} CPUs, load average {} at the start, {} at '
+              'the end (other processes share this machine).'.format(
+                  len(rows[0]['rounds'][first]) if rows else 0,
+                  ', '.join('{:.2f} ({})'.format(
+                      result['models'][n]['host_nms_ms'], n) for n in names),
+                  machine['cpus'], _fmt_load(machine['loadavg_start']),
+                  _fmt_load(machine['loadavg_end']))]
+    return '\n'.join(lines)
+
+
+def _fmt_load(load):
+    return '/'.join('{:.2f}'.format(x) for x in load) if load else 'n/a'
