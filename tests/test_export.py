@@ -308,6 +308,17 @@ def test_comparisons_excuse_threshold_flips_only():
     assert len(problems) == 2  # unmatched on both sides
     assert all('1 of 2' in p for p in problems)
 
+    # a saturated model: scores tied at 1.0, NMS keeps arbitrary boxes
+    tied = np.array([[0, 1.0, x, x, x + 20, x + 20] for x in (0, 30, 60)],
+                    'float32')
+    shifted = tied + np.array([0, 0, 5, 5, 5, 5], 'float32')
+    stats, problems = compare_detections((tied, [3]), (shifted, [3]), feed,
+                                         dict(NMS, keep_top_k=3))
+    assert stats['threshold_flips'] == 6
+    assert problems == ['6 of 6 detections sit on a threshold (e.g. scores '
+                        'tied at keep_top_k): too many to call the outputs '
+                        'equal; check on other images (--check_dir)']
+
     boxes = np.array([[[1, 1, 5, 5], [2, 2, 6, 6]]], 'float32')
     scores = np.array([[[0.5, 0.00505]]], 'float32')  # [B, C, M]
     flipped_boxes, flipped_scores = boxes.copy(), scores.copy()

@@ -9,14 +9,15 @@ Seen on this stack: Paddle Inference (oneDNN off) equals dygraph to the bit
 or within float rounding; ONNX Runtime differs by ~1e-6 relative.
 
 Thresholds make some differences legitimate, and those are excused, not
-hidden: YOLOBox zeroes the scores of a candidate whose objectness is under
+hidden. YOLOBox zeroes the scores of a candidate whose objectness is under
 `conf_thresh` (its box is then not compared: Paddle writes zeros, the ONNX
-model can write NaN), so a candidate on the threshold may be kept by one side
-only (excused if its best class score is within SCORE_ATOL of
-`conf_thresh`); after NMS, a
-detection may be present on one side only if its score is within SCORE_ATOL
-of `score_threshold`, or of the lowest kept score when `keep_top_k` rows are
-kept. Anything else fails the export with the numbers.
+model can write NaN), so a candidate on that threshold may be kept by one
+side only: excused if its best class score is within SCORE_ATOL of
+`conf_thresh`. After NMS, a detection may be present on one side only if its
+score is within SCORE_ATOL of `score_threshold`, or of the lowest kept score
+when `keep_top_k` rows are kept. More than MAX_FLIP_SHARE of such cases means
+nothing was really compared (a saturated model, all scores 1.0) and fails
+too. Anything else fails the export with the numbers.
 """
 import os
 import tempfile
@@ -37,6 +38,9 @@ __all__ = ['SCORE_ATOL', 'BOX_RTOL', 'ExportCheckError', 'random_images',
 logger = get_logger()
 SCORE_ATOL = 1e-4
 BOX_RTOL = 1e-4
+# More excused flips than this share says nothing was compared (e.g. a
+# saturated model: all scores 1.0, ties at keep_top_k): the check fails.
+MAX_FLIP_SHARE = 0.05
 
 
 class ExportCheckError(RuntimeError):
@@ -101,6 +105,8 @@ def compare_raw(ref, got, feed, conf_thresh):
              'max_box_diff_px': float(box_diff.max()),
              'box_tol_px': float(tol.min()),
              'conf_thresh_flips': int(flipped.sum())}
+    problems += _too_many_flips(int(flipped.sum()), int((~zeroed_r).sum()),
+                                'candidates')
     if unexcused.any():
         problems.append('{} candidates kept by one side only, with scores up '
                         'to {:.6f} (conf_thresh {})'.format(
@@ -116,6 +122,14 @@ def compare_raw(ref, got, feed, conf_thresh):
                         '{})'.format(float(box_diff[i].max()), float(tol[i]),
                                      i))
     return stats, problems
+
+
+def _too_many_flips(flips, total, what):
+    if flips > max(2, MAX_FLIP_SHARE * total):
+        return ['{} of {} {} sit on a threshold (e.g. scores tied at '
+                'keep_top_k): too many to call the outputs equal; check on '
+                'other images (--check_dir)'.format(flips, total, what)]
+    return []
 
 
 def _split(bbox, bbox_num):
@@ -179,7 +193,10 @@ def compare_detections(ref, got, feed, nms):
                     '{:g} score {:.6f} box {}'.format(
                         i, len(worst), len(dets), side,
                         len(g) if side == 'dygraph' else len(r), worst[0, 0],
-                        worst[0, 1], np.round(worst[0, 2:], 3).tolist()))
+                        worst[0, 1], [round(float(v), 2)
+                                      for v in worst[0, 2:]]))
+    problems += _too_many_flips(stats['threshold_flips'], sum(
+        map(len, refs)) + sum(map(len, gots)), 'detections')
     return stats, problems
 
 
