@@ -247,10 +247,11 @@ def test_broken_export_fails_its_check(demo_voc, trained, exported,
     msg = str(e.value)
     assert 'differs from the dygraph model beyond the tolerance' in msg
     assert 'paddle: ' in msg and 'onnxruntime: ' not in msg  # ONNX intact
-    assert 'max |score difference|' in msg or 'no counterpart' in msg
+    assert 'detections have no counterpart within tolerance' in msg
 
     open(params, 'wb').write(bytes(data[:len(data) // 2]))  # truncated
-    with pytest.raises(ExportCheckError, match='paddle: (cannot load|running)'):
+    with pytest.raises(ExportCheckError, match='paddle: cannot load the '
+                       'exported model: RuntimeError'):
         check_export(tampered, detector, images, ('paddle',))
 
 
@@ -277,7 +278,8 @@ def _installed():
 def test_export_leaves_installed_packages_unchanged(trained, demo_voc,
                                                     tmp_path):
     before = _installed()
-    env = dict(os.environ, POLYGRAPHY_AUTOINSTALL_DEPS='1')  # as paddle2onnx sets it
+    # paddle2onnx's polygraphy path sets this; export must not honour it
+    env = dict(os.environ, POLYGRAPHY_AUTOINSTALL_DEPS='1')
     proc = subprocess.run(
         [sys.executable, os.path.join(ROOT, 'tools', 'export_model.py'),
          '-c', STUDENT, '--onnx', '--exclude_nms', '--output_dir',

@@ -1,14 +1,16 @@
 """Inference table: exported student vs exported teacher, mAP and images/s
 for Paddle Inference and ONNX Runtime on this CPU.
 
-python tools/benchmark_deploy.py --student CFG --student_weights W
-    --teacher CFG --teacher_weights W [-o k=v ...] [--rounds 5]
-    [--out benchmark] [--model_root output/deploy_benchmark]
+python tools/benchmark_deploy.py --student_weights [NAME=]W [NAME=W ...]
+    --teacher_weights W [--student CFG] [--teacher CFG] [-o k=v ...]
+    [--rounds 5] [--out benchmark] [--model_root output/deploy_benchmark]
+Several student weights (e.g. baseline=... l2=...) share the student config.
 Writes OUT/DEPLOY.md and OUT/deploy.json and prints the table.
 """
 import argparse
 import json
 import os
+import sys
 
 import _path  # noqa: F401
 
@@ -18,8 +20,9 @@ from detdistill.deploy.benchmark import format_report, run_deploy_benchmark
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument('--student', default='configs/demo/yolov3_mobilenet_v1_demo.yml')
-    p.add_argument('--student_weights', required=True)
+    p.add_argument('--student',
+                   default='configs/demo/yolov3_mobilenet_v1_demo.yml')
+    p.add_argument('--student_weights', nargs='+', required=True)
     p.add_argument('--teacher', default='configs/demo/yolov3_r34_demo.yml')
     p.add_argument('--teacher_weights', required=True)
     p.add_argument('-o', '--opt', nargs='*', default=[],
@@ -32,23 +35,32 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+def _write(path, text):
+    with open(path + '.tmp', 'w') as f:
+        f.write(text)
+    os.replace(path + '.tmp', path)
+
+
 def main(argv=None):
     args = parse_args(argv)
+    models = {}
+    for item in args.student_weights:
+        name, _, path = item.rpartition('=')
+        models[name or 'student'] = (args.student, path)
+    models['teacher'] = (args.teacher, args.teacher_weights)
     result = run_deploy_benchmark(
-        {'student': (args.student, args.student_weights),
-         'teacher': (args.teacher, args.teacher_weights)},
-        args.model_root, args.opt, rounds=args.rounds,
+        models, args.model_root, args.opt, rounds=args.rounds,
         threads=[int(t) for t in args.threads.split(',')],
         batches=[int(b) for b in args.batches.split(',')])
     table = format_report(result)
+    command = 'python tools/benchmark_deploy.py ' + ' '.join(
+        sys.argv[1:] if argv is None else argv)
     os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, 'deploy.json'), 'w') as f:
-        json.dump(result, f, indent=1)
-    with open(os.path.join(args.out, 'DEPLOY.md'), 'w') as f:
-        f.write('# Exported models: accuracy and CPU speed\n\n`python '
-                'tools/benchmark_deploy.py {}`\n\n{}\n'.format(
-                    ' '.join(argv if argv is not None else
-                             __import__('sys').argv[1:]), table))
+    _write(os.path.join(args.out, 'deploy.json'),
+           json.dumps(dict(result, command=command), indent=1))
+    _write(os.path.join(args.out, 'DEPLOY.md'),
+           '# Exported models: accuracy and CPU speed\n\n`{}`\n\n{}\n'
+           .format(command, table))
     print(table)
     return result
 

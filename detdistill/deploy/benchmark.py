@@ -46,8 +46,8 @@ def _nms_ms(model, feed, repeats=20):
 
 def run_deploy_benchmark(models, model_root, opts=(), backends=(
         'paddle', 'onnxruntime'), threads=(1, 2), batches=(1, 8), rounds=5):
-    """models: {name: (config path, weights)}, student first, teacher last.
-    Returns the results dict format_report prints."""
+    """models: {name: (config path, weights)}, students first, the teacher
+    last (speed ratios are to it). Returns the dict format_report prints."""
     result = {'models': {}, 'machine': {
         'cpus': os.cpu_count(), 'processor': platform.processor() or
         platform.machine(), 'paddle': paddle.__version__,
@@ -85,15 +85,15 @@ def run_deploy_benchmark(models, model_root, opts=(), backends=(
 
 
 def format_report(result):
+    """A markdown table: one row per model, then each model's speed ratio to
+    the last one (the teacher)."""
     names = list(result['models'])
     rows = result['speed']
-    settings = [(r['backend'], r['threads'], r['batch']) for r in rows]
     label = {'paddle': 'Paddle', 'onnxruntime': 'ORT'}
     head = ['model', 'params (M)', 'mAP 11pt / area (Paddle)',
-            'mAP 11pt (ORT)'] + ['{} {}t b{}'.format(label[b], t, n)
-                                 for b, t, n in settings]
-    lines = ['| ' + ' | '.join(head) + ' |',
-             '|' + '---|' * len(head)]
+            'mAP 11pt (ORT)'] + ['{} {}t b{}'.format(
+                label[r['backend']], r['threads'], r['batch']) for r in rows]
+    lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
     for name in names:
         m = result['models'][name]
         cells = [name, '{:.2f}'.format(m['params_M']),
@@ -103,19 +103,20 @@ def format_report(result):
                      '11point', float('nan')))]
         cells += ['{:.1f}'.format(r['ips'][name]) for r in rows]
         lines.append('| ' + ' | '.join(cells) + ' |')
-    first, last = names[0], names[-1]
-    cells = ['{} / {}'.format(first, last), '{:.2f}x'.format(
-        result['models'][first]['params_M'] /
-        result['models'][last]['params_M']), '', '']
-    cells += ['**{:.2f}x**'.format(r['ratio'][first]) for r in rows]
-    lines.append('| ' + ' | '.join(cells) + ' |')
+    ref = names[-1]
+    for name in names[:-1]:
+        cells = ['{} / {}'.format(name, ref), '{:.2f}x'.format(
+            result['models'][name]['params_M'] /
+            result['models'][ref]['params_M']), '', '']
+        cells += ['**{:.2f}x**'.format(r['ratio'][name]) for r in rows]
+        lines.append('| ' + ' | '.join(cells) + ' |')
     machine = result['machine']
     lines += ['', 'img/s: images per second of the exported network (no '
               'NMS), median of {} alternating rounds; ratios: median of the '
               'per-round ratios. "2t b8": 2 threads, batch 8. Host NMS adds '
               '{} ms per image. {} CPUs, load average {} at the start, {} at '
               'the end (other processes share this machine).'.format(
-                  len(rows[0]['rounds'][first]) if rows else 0,
+                  len(rows[0]['rounds'][ref]) if rows else 0,
                   ', '.join('{:.2f} ({})'.format(
                       result['models'][n]['host_nms_ms'], n) for n in names),
                   machine['cpus'], _fmt_load(machine['loadavg_start']),

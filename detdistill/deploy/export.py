@@ -1,9 +1,9 @@
 """Export a trained YOLOv3 in PaddleDetection's deploy layout:
 
-    DIR/model.json, DIR/model.pdiparams   Paddle Inference (Paddle 3's PIR program)
-    DIR/infer_cfg.yml                     arch, preprocessing, input size, labels,
-                                          draw threshold (PaddleDetection's keys)
-    DIR/model.onnx                        with onnx=True
+    DIR/model.json, model.pdiparams   Paddle Inference (Paddle 3's PIR)
+    DIR/infer_cfg.yml                 arch, preprocessing, input size,
+                                      labels, draw threshold
+    DIR/model.onnx                    with onnx=True
 
 Inputs, as PaddleDetection's deploy code feeds them: `image` [B, 3, H, W]
 (preprocessed), `im_shape` [B, 2] (resized h, w), `scale_factor` [B, 2]

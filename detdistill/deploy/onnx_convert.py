@@ -27,7 +27,9 @@ __all__ = ['OnnxExportError', 'F64_ATTRS_READ_AS_F32', 'float32_attrs',
            'convert_to_onnx']
 
 logger = get_logger()
-OPSET = 11  # PaddleDetection's YOLOv3 ONNX recipe; paddle2onnx raises it if an op needs more
+# PaddleDetection's YOLOv3 ONNX recipe; paddle2onnx raises it if an op
+# needs more
+OPSET = 11
 
 # (op, attribute) pairs that Paddle 3.3 stores as float64 and paddle2onnx
 # 2.1.0 reads as float32.
