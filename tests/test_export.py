@@ -317,9 +317,9 @@ def test_comparisons_excuse_threshold_flips_only():
     stats, problems = compare_detections((tied, [3]), (shifted, [3]), feed,
                                          dict(NMS, keep_top_k=3))
     assert stats['threshold_flips'] == 6
-    assert problems == ['6 of 6 detections sit on a threshold (e.g. scores '
-                        'tied at keep_top_k): too many to call the outputs '
-                        'equal; check on other images (--check_dir)']
+    assert problems == ['6 of 6 detections sit on a threshold: too many to '
+                        'call the outputs equal (a saturated model?); check '
+                        'on other images (--check_dir)']
 
     boxes = np.array([[[1, 1, 5, 5], [2, 2, 6, 6]]], 'float32')
     scores = np.array([[[0.5, 0.00505]]], 'float32')  # [B, C, M]

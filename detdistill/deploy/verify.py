@@ -126,9 +126,9 @@ def compare_raw(ref, got, feed, conf_thresh):
 
 def _too_many_flips(flips, total, what):
     if flips > max(2, MAX_FLIP_SHARE * total):
-        return ['{} of {} {} sit on a threshold (e.g. scores tied at '
-                'keep_top_k): too many to call the outputs equal; check on '
-                'other images (--check_dir)'.format(flips, total, what)]
+        return ['{} of {} {} sit on a threshold: too many to call the '
+                'outputs equal (a saturated model?); check on other images '
+                '(--check_dir)'.format(flips, total, what)]
     return []
 
 
