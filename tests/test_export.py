@@ -211,6 +211,23 @@ def test_float64_attributes_rewritten_for_paddle2onnx_only(exported):
         assert f.read().count('"0.a_f64"') >= 22
 
 
+def test_paddle2onnx_failure_is_a_clear_error(exported, tmp_path,
+                                              monkeypatch):
+    """Without the float64 rewrite paddle2onnx 2.1.0 rejects Paddle 3.3's
+    program (and calls sys.exit itself): the conversion must end in our
+    error, not a silent exit."""
+    from detdistill.deploy import onnx_convert
+    model_dir = str(tmp_path / 'model')
+    shutil.copytree(exported['student'], model_dir)
+    os.remove(os.path.join(model_dir, 'model.onnx'))
+    monkeypatch.setattr(onnx_convert, 'F64_ATTRS_READ_AS_F32', set())
+    with pytest.raises(onnx_convert.OnnxExportError,
+                       match='paddle2onnx 2.1.0 could not convert'):
+        onnx_convert.convert_to_onnx(model_dir)
+    assert sorted(os.listdir(model_dir)) == [
+        'infer_cfg.yml', 'model.json', 'model.pdiparams']
+
+
 def test_full_size_student_exports(tmp_path):
     paddle.seed(3)
     weights = str(tmp_path / 'random.pdparams')

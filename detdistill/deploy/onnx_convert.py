@@ -119,12 +119,12 @@ def convert_to_onnx(model_dir, batch_size=None, output_names=None):
     with open(patched, 'w') as f:
         json.dump(program, f, separators=(',', ':'))
     try:
-        # paddle2onnx logs a conversion error and returns nothing (or
-        # raises UnboundLocalError): both end here.
+        # On a conversion error paddle2onnx prints it and calls
+        # sys.exit(-1) (its logging.error): caught here, not our exit.
         data = p2o.export(patched, params, save_file=None,
                           opset_version=OPSET, auto_upgrade_opset=True,
                           enable_onnx_checker=True, optimize_tool='None')
-    except Exception as e:
+    except (Exception, SystemExit) as e:
         data = None
         logger.error('paddle2onnx: {}: {}'.format(type(e).__name__, e))
     finally:
