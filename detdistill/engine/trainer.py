@@ -15,10 +15,10 @@ import time
 import numpy as np
 import paddle
 import paddle.distributed as dist
-from paddle.io import DistributedBatchSampler
 from ppdet.core.workspace import create
 
-from ..config import activate
+from ..config import ConfigError, activate
+from ..data.loader import build_loader
 from ..data.voc import validate_voc_list
 from ..logger import get_logger
 from .checkpoint import load_checkpoint
@@ -42,9 +42,16 @@ def set_device(cfg):
 
 
 def seed_everything(seed):
+    # numpy (and the batch sampler's RandomState) take seeds below 2**32;
+    # reducing keeps every seed valid and small seeds unchanged.
     random.seed(seed)
-    np.random.seed(seed % (2**32))
-    paddle.seed(seed)
+    np.random.seed(seed % 2**32)
+    paddle.seed(seed % 2**32)
+
+
+def epoch_seed(seed, epoch):
+    """The seed of one epoch's data order and augmentation."""
+    return (seed * 100003 + epoch) % 2**32
 
 
 def check_dataset(dataset):
@@ -57,26 +64,6 @@ def check_dataset(dataset):
     report.raise_if_problems()
     if report.notes:
         logger.warning(report.format_notes())
-
-
-def build_loader(reader, dataset, worker_num):
-    """ppdet's BaseDataLoader.__call__ without its side effect: it starts an
-    iterator (prefetch thread or workers) at once, which draws random numbers
-    concurrently with the first epoch and breaks exact resume. Here the
-    DataLoader is iterated only by the loop, after seeding."""
-    dataset.check_or_download_dataset()
-    dataset.parse_dataset()
-    dataset.set_transform(reader._sample_transforms)
-    dataset.set_kwargs(**reader.kwargs)
-    sampler = DistributedBatchSampler(dataset, batch_size=reader.batch_size,
-                                      shuffle=reader.shuffle,
-                                      drop_last=reader.drop_last)
-    loader = paddle.io.DataLoader(dataset, batch_sampler=sampler,
-                                  collate_fn=reader._batch_transforms,
-                                  num_workers=worker_num, return_list=False,
-                                  use_shared_memory=False)
-    loader.batch_size = reader.batch_size
-    return loader
 
 
 class Trainer:
@@ -92,6 +79,9 @@ class Trainer:
         self.mode = mode
         self.use_gpu = set_device(cfg)
         self.seed = int(cfg.get('seed', 0))
+        if self.seed < 0:
+            raise ConfigError('seed must be a non-negative integer, got '
+                              '{}'.format(self.seed))
         self.output_dir = os.path.join(cfg.get('save_dir', 'output'),
                                        cfg['filename'])
         self.nranks, self.rank = dist.get_world_size(), dist.get_rank()
@@ -141,8 +131,8 @@ class Trainer:
     def _epoch_batches(self, epoch):
         # Data order and augmentation are a function of (seed, epoch) only, so
         # a resumed run sees exactly the batches an uninterrupted one would.
-        seed_everything(self.seed * 100003 + epoch)
-        self.loader.batch_sampler.set_epoch(self.seed * 100003 + epoch)
+        seed_everything(epoch_seed(self.seed, epoch))
+        self.loader.batch_sampler.set_epoch(epoch_seed(self.seed, epoch))
         if hasattr(self.loader.dataset, 'set_epoch'):
             self.loader.dataset.set_epoch(epoch)
         return self.loader
