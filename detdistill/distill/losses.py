@@ -139,11 +139,24 @@ class KLDistill(nn.Layer):
 
     def __init__(self, num_classes=80, temperature=1.0):
         super().__init__()
-        if not float(temperature) > 0:
-            raise ValueError('temperature must be > 0, got {}'.format(
-                temperature))
         self.num_classes = num_classes
         self.temperature = temperature
+
+    @property
+    def temperature(self):
+        return self._temperature
+
+    @temperature.setter
+    def temperature(self, value):
+        # 0 divides by zero, a negative value flips the loss's sign.
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            value = float('nan')
+        if not value > 0 or value == float('inf'):
+            raise ValueError('temperature must be a finite number > 0, got '
+                             '{!r}'.format(value))
+        self._temperature = value
 
     def forward(self, student, teacher):
         _check_pair(student, teacher, self.num_classes)
