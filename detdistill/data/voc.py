@@ -233,14 +233,25 @@ def split_voc(dataset_dir, ratio=0.9, seed=0, unlabeled=0,
     if not os.path.isdir(img_root):
         raise VOCDataError('image directory {} does not exist'.format(
             img_root))
-    stems = sorted(os.path.splitext(f)[0] for f in os.listdir(img_root)
-                   if f.lower().endswith(IMAGE_EXTS))
-    ext = {os.path.splitext(f)[0]: os.path.splitext(f)[1]
-           for f in os.listdir(img_root)}
-    if not stems:
+    images = collections.defaultdict(list)  # stem -> image file names
+    for f in sorted(os.listdir(img_root)):
+        stem, e = os.path.splitext(f)
+        if e.lower() in IMAGE_EXTS:
+            images[stem].append(f)
+    if not images:
         raise VOCDataError('no images in {}'.format(img_root))
     names = read_label_list(label_list) if label_list else None
     anns, report = {}, ValidationReport(img_root)
+    for stem, files in images.items():
+        if len(files) > 1:  # x.jpg and x.png: which one does x.xml label?
+            report.problems.append(
+                '{}: several images for one annotation {} is ambiguous; '
+                'remove or rename all but one'.format(
+                    ' and '.join(os.path.join(img_root, f) for f in files),
+                    os.path.join(dataset_dir, anno_dir, stem + '.xml')))
+    ext = {stem: os.path.splitext(files[0])[1]
+           for stem, files in images.items() if len(files) == 1}
+    stems = sorted(ext)
     for stem in stems:
         xml = os.path.join(dataset_dir, anno_dir, stem + '.xml')
         try:
