@@ -13,6 +13,14 @@ STUDENT = os.path.join(ROOT, 'configs/demo/yolov3_mobilenet_v1_demo.yml')
 TEACHER = os.path.join(ROOT, 'configs/demo/yolov3_r34_demo.yml')
 
 
+@pytest.fixture(scope='session', autouse=True)
+def _voc_check_cache(tmp_path_factory):
+    """Validation caches of the tests' datasets go to a temporary directory,
+    not the user's ~/.cache (subprocesses inherit it)."""
+    os.environ['DETDISTILL_VOC_CACHE'] = str(
+        tmp_path_factory.mktemp('voc_checks'))
+
+
 @pytest.fixture(scope='session')
 def demo_voc(tmp_path_factory):
     from detdistill.data.demo import make_demo_voc
