@@ -76,8 +76,8 @@ class CheckCache:
                         raise ValueError('malformed entry for {!r}'.format(
                             key))
                 return entries
-        except FileNotFoundError:
-            pass
+        except (FileNotFoundError, NotADirectoryError):
+            pass  # no cache yet (or no usable cache directory: see save)
         except (OSError, ValueError, KeyError, TypeError) as e:
             logger.info('Ignoring unreadable validation cache {} ({}); '
                         'rebuilding it'.format(self.path, e))
