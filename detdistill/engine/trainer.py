@@ -63,6 +63,7 @@ def check_dataset(dataset):
     report = validate_voc_list(dataset.dataset_dir, dataset.anno_path,
                                os.path.join(dataset.dataset_dir,
                                             dataset.label_list))
+    logger.info(report.format_counts())
     report.raise_if_problems()
     if report.notes:
         logger.warning(report.format_notes())
