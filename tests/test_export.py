@@ -351,3 +351,18 @@ def test_comparisons_excuse_threshold_flips_only():
     _, problems = compare_raw((boxes, scores), (flipped_boxes,
                                                 flipped_scores), feed, 0.005)
     assert any('kept by one side only' in p for p in problems)
+
+
+def test_speed_table_rows(demo_voc, exported):
+    from detdistill.deploy.speed import measure_speed
+    model = ExportedDetector(exported['student'])
+    feed = model.preprocess(_test_images(demo_voc)[:3])
+    rows = measure_speed(exported, feed, threads=(1,), batches=(1, 4),
+                         rounds=2, min_seconds=0.01, log=lambda *a: None)
+    assert [(r['backend'], r['threads'], r['batch']) for r in rows] == [
+        ('paddle', 1, 1), ('paddle', 1, 4), ('onnxruntime', 1, 1),
+        ('onnxruntime', 1, 4)]
+    for r in rows:
+        assert r['ratio']['teacher'] == 1.0  # the reference: the last model
+        for name in ('student', 'teacher'):
+            assert len(r['rounds'][name]) == 2 and r['ips'][name] > 0
