@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import paddle
 import pytest
+from PIL import Image
 
 from conftest import ROOT, STUDENT, TEACHER, tiny_opts
 from detdistill.config import ConfigError, build_model, load_config
@@ -295,3 +296,56 @@ def test_gt_ops_are_left_out_of_the_unlabeled_pipeline(demo_voc):
     assert batch['image'].shape[:2] == (4, 3)
     assert batch['image'].shape[2] in reader._batch_transforms.transforms_cls[
         0].target_size
+
+
+def test_pseudo_label_writes_voc_that_validation_accepts(
+        demo_voc, tmp_path, teacher_weights):
+    import pseudo_label
+    from detdistill.data.voc import parse_voc_xml, validate_voc_list
+    from detdistill.infer import predict
+    from detdistill.weights import load_weights
+    images = tmp_path / 'images'
+    images.mkdir()
+    for p in _images(demo_voc, 'test')[:4]:
+        shutil.copy(os.path.join(demo_voc, p), str(images))
+    labels = os.path.join(demo_voc, 'label_list.txt')
+    opts = ['weights=' + teacher_weights, 'TestDataset.anno_path=' + labels]
+    out = str(tmp_path / 'annotations')
+    written = pseudo_label.main(['-c', TEACHER, '-o'] + opts + [
+        '--infer_dir', str(images), '--out_dir', out, '--threshold', '0.02'])
+    names = open(labels).read().split()
+    # the expected objects, from the teacher's raw detections
+    cfg = load_config(TEACHER, opts)
+    teacher = build_model(cfg)
+    load_weights(teacher, teacher_weights)
+    paths = sorted(str(p) for p in images.iterdir())
+    expected = {}
+    for path, dets in predict(cfg, teacher, paths):
+        with Image.open(path) as im:
+            w, h = im.size
+        objs = []
+        for c, s, x1, y1, x2, y2 in dets:
+            box = [int(round(min(max(v, 0), lim))) for v, lim in
+                   ((x1, w), (y1, h), (x2, w), (y2, h))]
+            if s >= 0.02 and box[2] > box[0] and box[3] > box[1]:
+                objs.append((names[int(c)], box))
+        expected[os.path.basename(path)] = objs
+    assert [os.path.basename(x) for x, _ in written] == [
+        os.path.basename(p).replace('.jpg', '.xml') for p in paths]
+    total = 0
+    for xml, n in written:
+        ann = parse_voc_xml(xml, names)
+        got = [(o['name'], [int(v) for v in o['bbox']])
+               for o in ann['objects']]
+        assert got == expected[ann['filename']]
+        assert n == len(got)
+        total += n
+    assert total > 0
+    # our own validation accepts them as a training list
+    with open(str(tmp_path / 'pseudo.txt'), 'w') as f:
+        for p in paths:
+            stem = os.path.splitext(os.path.basename(p))[0]
+            f.write('images/{}.jpg annotations/{}.xml\n'.format(stem, stem))
+    report = validate_voc_list(str(tmp_path), 'pseudo.txt', labels)
+    assert not report.problems
+    assert report.num_images == 4 and report.num_objects == total
