@@ -349,3 +349,28 @@ def test_pseudo_label_writes_voc_that_validation_accepts(
     report = validate_voc_list(str(tmp_path), 'pseudo.txt', labels)
     assert not report.problems
     assert report.num_images == 4 and report.num_objects == total
+
+
+def test_two_processes_shard_the_unlabeled_stream(demo_voc, tmp_path,
+                                                  teacher_weights,
+                                                  unlabeled_list):
+    from test_distributed import _launch
+    save = str(tmp_path / 'out')
+    ranks, logs = _launch(tmp_path, 'distill', [
+        '-c', STUDENT, '-t', TEACHER, '--teacher_pretrained', teacher_weights,
+        '--unlabeled_list', unlabeled_list, '-o'] +
+        tiny_opts(demo_voc, save, 1, distill_loss_weight=0.01,
+                  unlabeled_batch_size=2))
+    r0, r1 = ranks
+    for k in r0:  # all-reduced gradients, unlabeled term included
+        if not k.endswith(('_mean', '_variance')):
+            np.testing.assert_allclose(r0[k].numpy(), r1[k].numpy(),
+                                       atol=1e-6, err_msg=k)
+    assert '[   4/4] step: 4' in logs and 'distill_loss_unlabeled' in logs
+    # 8 unlabeled images, 2 per rank and step: each rank reads its own half
+    streams = [json.load(open(str(tmp_path / 'ranks' / 'unlabeled{}.json'
+                                  .format(r)))) for r in (0, 1)]
+    assert [len(s) for s in streams] == [4, 4]
+    for step in (0, 2):  # one unlabeled epoch = 2 steps: all 8, once
+        seen = sum(streams[0][step:step + 2] + streams[1][step:step + 2], [])
+        assert sorted(seen) == list(range(8))
