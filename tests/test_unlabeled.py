@@ -374,3 +374,35 @@ def test_two_processes_shard_the_unlabeled_stream(demo_voc, tmp_path,
     for step in (0, 2):  # one unlabeled epoch = 2 steps: all 8, once
         seen = sum(streams[0][step:step + 2] + streams[1][step:step + 2], [])
         assert sorted(seen) == list(range(8))
+
+
+def test_benchmark_half_rows(demo_voc, tmp_path):
+    from detdistill import benchmark as bm
+    data = tmp_path / 'voc'
+    shutil.copytree(demo_voc, str(data))
+    bm.write_half_split(str(data))
+    trainval = (data / 'trainval.txt').read_text().splitlines()
+    labeled = (data / bm.HALF_LABELED).read_text().splitlines()
+    unlabeled = (data / bm.HALF_UNLABELED).read_text().splitlines()
+    assert len(labeled) == len(unlabeled) == 16
+    assert sorted(labeled + [next(t for t in trainval if t.startswith(u + ' '))
+                             for u in unlabeled]) == sorted(trainval)
+    cmd = bm.command('l2_half_unlabeled', 1, str(tmp_path),
+                     ['TrainDataset.dataset_dir=' + str(data)])
+    assert 'unlabeled_list={}/unlabeled_half.txt'.format(data) in cmd
+    assert 'TrainDataset.anno_path=trainval_half.txt' in cmd
+    assert 'l2_half' not in bm.DEFAULT_METHODS
+
+    def run(method, m11):
+        return {'method': method, 'seed': 0,
+                'mAP': {'11point': m11 / 100, 'area': m11 / 100},
+                'train_images_per_sec': 10., 'step_time_s': .1,
+                'peak_rss_mb': 700., 'eval_images_per_sec': 100.}
+    rows = bm.aggregate([run('teacher', 60), run('baseline', 30),
+                         run('l2', 45), run('baseline_half', 20),
+                         run('l2_half', 30), run('l2_half_unlabeled', 35)])
+    assert rows['l2']['gap_recovered_11point'] == pytest.approx(15 / 30)
+    assert rows['l2_half']['gap_recovered_11point'] == pytest.approx(10 / 40)
+    assert rows['l2_half_unlabeled']['gap_recovered_11point'] == \
+        pytest.approx(15 / 40)
+    assert 'gap_recovered_11point' not in rows['baseline_half']

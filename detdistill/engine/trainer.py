@@ -138,14 +138,16 @@ class Trainer:
         (distillation only) one yielding (labeled, unlabeled) batches."""
         reader = create('TrainReader')
         workers = self.cfg.get('worker_num', 0)
-        paths = load_unlabeled(self.cfg, dataset.dataset_dir, logger)
-        if paths is None:
+        if not (self.cfg.get('unlabeled_list') or
+                self.cfg.get('unlabeled_dir')):
             return build_loader(reader, dataset, workers)
         if not hasattr(self.model, 'student'):
             raise ConfigError(
                 'unlabeled images (unlabeled_list, unlabeled_dir) train by '
                 'distillation only: use slim/distillation/distill.py')
-        size = self.cfg.get('unlabeled_batch_size') or reader.batch_size
+        paths = load_unlabeled(self.cfg, dataset.dataset_dir, logger)
+        size = self.cfg.get('unlabeled_batch_size')
+        size = reader.batch_size if size is None else size
         if not isinstance(size, int) or size < 1:
             raise ConfigError('unlabeled_batch_size must be a positive '
                               'integer, got {!r}'.format(size))
