@@ -72,14 +72,10 @@ def teacher_weights(out, seed=0):
 
 
 def dataset_dir(opts=()):
-    """The training dataset directory of the runs: -o TrainDataset.dataset_dir
-    if given, else the student config's."""
-    for o in opts:
-        if o.startswith('TrainDataset.dataset_dir='):
-            return o.split('=', 1)[1]
+    """The training dataset directory of the runs (with the -o overrides)."""
     from .config import load_config
-    return load_config(os.path.join(ROOT, STUDENT))['TrainDataset'][
-        'dataset_dir']
+    return load_config(os.path.join(ROOT, STUDENT), list(opts))[
+        'TrainDataset']['dataset_dir']
 
 
 def write_half_split(data_dir, seed=0):
@@ -375,6 +371,27 @@ def aggregate(summaries):
     return rows
 
 
+def data_fingerprint(opts=()):
+    """Which data the runs read: the training dataset directory and the
+    sha256 of its content, compared with the pinned default demo dataset."""
+    from .config import load_config
+    from .data.demo import DEMO_DIGEST, dataset_digest
+    root = load_config(os.path.join(ROOT, STUDENT), list(opts))[
+        'TrainDataset']['dataset_dir']
+    path = root if os.path.isabs(root) else os.path.join(ROOT, root)
+    try:
+        digest = dataset_digest(path)
+    except OSError:
+        digest = None
+    pinned = digest == DEMO_DIGEST
+    note = '{}, content sha256 {} ({})'.format(
+        root, digest and digest[:16], 'the pinned default demo dataset'
+        if pinned else 'NOT the pinned default demo dataset: results are not '
+        'comparable with the README')
+    return {'dataset_dir': root, 'sha256': digest, 'pinned_default': pinned,
+            'note': note}
+
+
 def _fmt(stat, digits=2):
     if len(stat['values']) < 2:
         return '{:.{d}f}'.format(stat['mean'], d=digits)
@@ -396,7 +413,7 @@ def _timing_line(rows, run_wall_s, bench_wall_s, jobs):
 
 
 def write_report(rows, profile, path, command_line, targets=None,
-                 run_wall_s=None, bench_wall_s=None, jobs=1):
+                 run_wall_s=None, bench_wall_s=None, jobs=1, data_note=None):
     order = [m for m in METHODS if m in rows]
     lines = [
         '# Benchmark: distillation on the demo dataset', '',
@@ -411,6 +428,7 @@ def write_report(rows, profile, path, command_line, targets=None,
         '(`_unlabeled`: the other half given without labels); their gap is '
         'measured from `baseline_half`.' if set(BASELINE_OF) & set(rows)
         else '', '',
+        'Data: {}.'.format(data_note) if data_note else '', '',
         '| method | mAP 11-point | mAP area | gap recovered (11pt / area) | '
         'train img/s | step time vs baseline | peak RSS (MB) | eval img/s |',
         '|---|---|---|---|---|---|---|---|']

@@ -26,14 +26,6 @@ sys.path.insert(0, os.path.join(ROOT, 'slim', 'distillation'))
 RUN = 'yolov3_mobilenet_v1_demo'
 
 
-@pytest.fixture(scope='module')
-def teacher_weights(tmp_path_factory):
-    path = str(tmp_path_factory.mktemp('teacher') / 'teacher.pdparams')
-    paddle.seed(7)
-    paddle.save(build_model(load_config(TEACHER)).state_dict(), path)
-    return path
-
-
 def _images(demo_voc, split):
     with open(os.path.join(demo_voc, split + '.txt')) as f:
         return [line.split()[0] for line in f if line.strip()]
