@@ -253,6 +253,10 @@ def test_unlabeled_list_problems_are_named(demo_voc, tmp_path,
                        'larger than the 1 unlabeled images'):
         _trainer(demo_voc, tmp_path, teacher_weights,
                  'unlabeled_list=' + str(lst))
+    with pytest.raises(ConfigError, match='unlabeled_batch_size must be a '
+                       'positive integer, got 0'):
+        _trainer(demo_voc, tmp_path, teacher_weights,
+                 'unlabeled_list=' + str(lst), 'unlabeled_batch_size=0')
 
 
 def test_plain_training_refuses_unlabeled_images(demo_voc, tmp_path,
