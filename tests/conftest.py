@@ -72,3 +72,15 @@ def assert_same_results(got, expected):
     assert list(got['per_class']) == list(expected['per_class'])
     for name, ap in expected['per_class'].items():
         assert got['per_class'][name] == same(ap), name
+
+
+@pytest.fixture(scope='session')
+def teacher_weights(tmp_path_factory):
+    """A demo teacher checkpoint, freshly initialised (seed 7): enough for
+    the mechanics of distillation."""
+    import paddle
+    from detdistill.config import build_model, load_config
+    path = str(tmp_path_factory.mktemp('teacher') / 'teacher.pdparams')
+    paddle.seed(7)
+    paddle.save(build_model(load_config(TEACHER)).state_dict(), path)
+    return path
