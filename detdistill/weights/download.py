@@ -1,5 +1,6 @@
 """Where the weights are: a local path, or a URL downloaded once into a
 cache (checksummed, atomic, one download at a time per file)."""
+import contextlib
 import hashlib
 import http.client
 import os
@@ -8,6 +9,11 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
 
 from ..logger import get_logger
 from .errors import WeightsDownloadError
@@ -30,7 +36,7 @@ def is_url(s):
 def _local_path(path):
     """PaddleDetection style: ``output/x/model_final`` means
     ``output/x/model_final.pdparams``; a file with another suffix (a tar
-    archive) is taken as it is."""
+    archive) or a folder (an extracted 0.5 archive) is taken as it is."""
     path = os.path.expanduser(path)
     if path.endswith('.pdparams'):
         if os.path.isfile(path):
@@ -38,7 +44,7 @@ def _local_path(path):
         raise FileNotFoundError('weights file not found: {}'.format(path))
     if os.path.isfile(path + '.pdparams'):
         return path + '.pdparams'
-    if os.path.isfile(path):
+    if os.path.exists(path):
         return path
     raise FileNotFoundError('weights file not found: {}.pdparams (nor {})'
                             .format(path, path))
@@ -161,9 +167,116 @@ def _check(url, want, got):
     return None
 
 
+def _cached(dest, url, want, remove):
+    """`dest` if it holds a usable copy (its recorded sha256 and any
+    expected checksum agree); else None, after removing it if `remove`."""
+    if not os.path.isfile(dest):
+        return None
+    got = _digests(dest)
+    recorded = _read_sidecar(dest)
+    problem = None
+    if recorded and recorded != got['sha256']:
+        problem = 'its sha256 differs from the one recorded at download'
+    elif _check(url, want, got):
+        problem = 'it does not have the expected checksum'
+    if problem is None:
+        if not recorded:
+            _write_sidecar(dest, got['sha256'])
+        return dest
+    if remove:
+        logger.warning('Cached copy {} of {} is not usable ({}); downloading '
+                       'again'.format(dest, url, problem))
+        os.remove(dest)
+    return None
+
+
+def _parts(dest):
+    """Sizes of the temporary files of downloads into `dest` (a waiter's
+    sign of progress)."""
+    folder, prefix = os.path.split(dest)
+    try:
+        return tuple(sorted(
+            (n, os.path.getsize(os.path.join(folder, n)))
+            for n in os.listdir(folder) if n.startswith(prefix + '.part')))
+    except OSError:  # the folder or a part went away meanwhile
+        return None
+
+
+def _holder(lock):
+    try:
+        with open(lock) as f:
+            return 'process {}'.format(int(f.read().strip()))
+    except (OSError, ValueError):
+        return 'another process'
+
+
+def _acquire(lock, url, dest, stall):
+    """An exclusive flock on `lock`, waiting while its holder downloads.
+    Gives up with WeightsDownloadError when the holder's temporary file has
+    not grown for `stall` seconds (a stuck holder: one that dies releases
+    the lock by itself)."""
+    announced = False
+    while True:
+        os.makedirs(os.path.dirname(lock), exist_ok=True)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        seen, since = _parts(dest), time.time()
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                pass
+            if not announced:
+                logger.info('Waiting for {} downloading {}'.format(
+                    _holder(lock), url))
+                announced = True
+            now = _parts(dest)
+            if now != seen:
+                seen, since = now, time.time()
+            elif time.time() - since > stall:
+                who = _holder(lock)
+                os.close(fd)
+                raise WeightsDownloadError(
+                    'cannot download {}: {} has been downloading it into {} '
+                    'for {:.0f} s without progress (lock {}); stop it if it '
+                    'is stuck'.format(url, who, dest, stall, lock))
+            time.sleep(0.1)
+        try:
+            if os.fstat(fd).st_ino == os.stat(lock).st_ino:
+                os.ftruncate(fd, 0)
+                os.write(fd, str(os.getpid()).encode())
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)  # its holder removed that lock file when done: retry
+
+
+@contextlib.contextmanager
+def _one_download(dest, url, timeout):
+    """One process at a time downloads into `dest` (the ranks of a
+    ``paddle.distributed.launch`` job, or two jobs sharing the cache); the
+    others wait and then find the finished file. The holder removes the lock
+    file when done, so the cache keeps no trace of it."""
+    if fcntl is None:  # not POSIX: every process downloads, atomically
+        yield
+        return
+    lock = dest + '.lock'
+    # the holder's reads time out after `timeout` s, so a temporary file
+    # that stops growing for longer belongs to a stuck process
+    fd = _acquire(lock, url, dest, 2 * timeout + 2)
+    try:
+        yield
+    finally:
+        try:
+            os.remove(lock)
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+
+
 def resolve_weights(path_or_url, cache_dir=None, *, sha256=None, md5=None,
                     timeout=30, progress=True):
-    """Return a local file for `path_or_url`.
+    """Return a local file (or folder) for `path_or_url`.
 
     A local path is returned as it is (``.pdparams`` appended when the path
     has no such file without it); a missing one raises FileNotFoundError
@@ -171,7 +284,9 @@ def resolve_weights(path_or_url, cache_dir=None, *, sha256=None, md5=None,
     ``cache_dir`` (default: ``$DETDISTILL_CACHE`` or
     ``~/.cache/detdistill/weights``) through a temporary file renamed into
     place, so the cache never holds a partial file; later calls use the
-    cached copy without network. An expected ``sha256`` or ``md5`` (arguments,
+    cached copy without network. Processes that ask for the same URL at once
+    (the ranks of a distributed job) download it once: one downloads, the
+    others wait for the file. An expected ``sha256`` or ``md5`` (arguments,
     or a URL fragment ``#sha256=...`` / ``#md5=...``) is checked; the file's
     sha256 is recorded beside it (``<file>.sha256``) and re-checked on reuse.
     Download failures raise WeightsDownloadError with a one-line message.
@@ -186,22 +301,8 @@ def resolve_weights(path_or_url, cache_dir=None, *, sha256=None, md5=None,
     folder = os.path.join(os.path.expanduser(cache_dir or default_cache_dir()),
                           key)
     dest = os.path.join(folder, name)
-
-    if os.path.isfile(dest):
-        got = _digests(dest)
-        recorded = _read_sidecar(dest)
-        problem = None
-        if recorded and recorded != got['sha256']:
-            problem = 'its sha256 differs from the one recorded at download'
-        elif _check(url, want, got):
-            problem = 'it does not have the expected checksum'
-        if problem is None:
-            if not recorded:
-                _write_sidecar(dest, got['sha256'])
-            return dest
-        logger.warning('Cached copy {} of {} is not usable ({}); downloading '
-                       'again'.format(dest, url, problem))
-        os.remove(dest)
+    if _cached(dest, url, want, remove=False):
+        return dest
 
     try:
         os.makedirs(folder, exist_ok=True)
@@ -209,19 +310,27 @@ def resolve_weights(path_or_url, cache_dir=None, *, sha256=None, md5=None,
         raise WeightsDownloadError('cannot download {}: cannot create cache '
                                    'directory {}: {}'.format(
                                        url, folder, e.strerror)) from None
-    tmp = '{}.part{}'.format(dest, os.getpid())
-    if progress:
-        logger.info('Downloading {} to {}'.format(url, dest))
     try:
-        got = _fetch(url, tmp, name, timeout, progress)
-        problem = _check(url, want, got)
-        if problem:
-            raise WeightsDownloadError(problem)
-        _write_sidecar(dest, got['sha256'])
-        os.replace(tmp, dest)
+        with _one_download(dest, url, timeout):
+            # finished by another process while this one waited?
+            if _cached(dest, url, want, remove=True):
+                return dest
+            tmp = '{}.part{}'.format(dest, os.getpid())
+            if progress:
+                logger.info('Downloading {} to {}'.format(url, dest))
+            try:
+                got = _fetch(url, tmp, name, timeout, progress)
+                problem = _check(url, want, got)
+                if problem:
+                    raise WeightsDownloadError(problem)
+                _write_sidecar(dest, got['sha256'])
+                os.replace(tmp, dest)
+            finally:
+                if os.path.exists(tmp):
+                    os.remove(tmp)
     finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        if not os.listdir(folder):
+        try:
             os.rmdir(folder)  # a failed first download leaves nothing
+        except OSError:
+            pass  # not empty: the file is there
     return dest

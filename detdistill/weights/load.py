@@ -16,7 +16,7 @@ from paddle.base.data_feeder import convert_dtype
 from ..logger import get_logger
 from .download import resolve_weights
 from .errors import WeightsMismatchError
-from .formats import read_state_dict
+from .formats import read_weights
 
 __all__ = ['HEAD_KEYS', 'LoadReport', 'load_weights', 'load_pretrain']
 
@@ -36,12 +36,16 @@ def _shape(v):
 class LoadReport:
     """What a load did. `mismatched` maps key -> (model shape, file shape);
     `kept` lists the keys that kept the model's initialisation because an
-    `allow_mismatch` pattern allowed it."""
+    `allow_mismatch` pattern allowed it; `skipped` the file's tensors left
+    out on purpose (a 0.5 archive's optimizer state); `source` says what
+    kind of file it was."""
 
-    def __init__(self, path, matched, missing, unexpected, mismatched, kept):
+    def __init__(self, path, matched, missing, unexpected, mismatched, kept,
+                 skipped=(), source=''):
         self.path, self.matched = path, matched
         self.missing, self.unexpected = missing, unexpected
         self.mismatched, self.kept = mismatched, kept
+        self.skipped, self.source = list(skipped), source
 
     @property
     def complete(self):
@@ -49,12 +53,15 @@ class LoadReport:
         return not (self.missing or self.unexpected or self.mismatched)
 
     def counts(self):
-        return '{} matched, {} missing, {} unexpected, {} shape-mismatched' \
+        return '{} matched, {} missing, {} unexpected, {} shape-mismatched{}' \
             .format(len(self.matched), len(self.missing),
-                    len(self.unexpected), len(self.mismatched))
+                    len(self.unexpected), len(self.mismatched),
+                    ', {} optimizer-state tensors skipped'.format(
+                        len(self.skipped)) if self.skipped else '')
 
     def __str__(self):
-        return '{}: {}'.format(self.path, self.counts())
+        return '{}{}: {}'.format(self.path, ' ({})'.format(self.source)
+                                 if self.source else '', self.counts())
 
     __repr__ = __str__
 
@@ -76,8 +83,14 @@ def _emitter(log):
     return log, log
 
 
-def _fmt_mismatch(key, shapes):
-    return '{} {} in model vs {} in file'.format(key, *shapes)
+def _fmt_mismatch(key, shapes, file_name=None):
+    return '{} {} in model vs {} in file{}'.format(
+        key, *shapes, _as_in_file(key, file_name))
+
+
+def _as_in_file(key, file_name):
+    name = file_name(key) if file_name else None
+    return ' (as {})'.format(name) if name and name != key else ''
 
 
 def load_weights(model, path_or_url, *, allow_mismatch=(), log=None,
@@ -97,14 +110,16 @@ def load_weights(model, path_or_url, *, allow_mismatch=(), log=None,
     ImageNet backbone): missing and unexpected keys are reported, not errors.
     `prefix` is prepended to the file's keys (``'backbone.'``).
     """
-    path = resolve_weights(path_or_url, cache_dir)
-    return _apply(model, read_state_dict(path), path, allow_mismatch, log,
-                  partial, prefix)
+    contents = read_weights(resolve_weights(path_or_url, cache_dir))
+    return _apply(model, contents, allow_mismatch, log, partial, prefix)
 
 
-def _apply(model, state, path, allow_mismatch, log, partial, prefix):
+def _apply(model, contents, allow_mismatch, log, partial, prefix):
+    """Compare `contents` (a formats.read_weights record) with `model`,
+    refuse what is not allowed, load the rest, report."""
     info, warn = _emitter(log)
-    state = {prefix + k: v for k, v in state.items()}
+    path, file_name = contents.path, contents.file_name
+    state = {prefix + k: v for k, v in contents.state.items()}
     own = model.state_dict()
     pats = _patterns(allow_mismatch)
 
@@ -115,12 +130,14 @@ def _apply(model, state, path, allow_mismatch, log, partial, prefix):
     matched = [k for k in own if k in state and k not in mismatched]
     groups = {p.pattern: [k for k in mismatched if p.search(k)] for p in pats}
     kept = sorted({k for ks in groups.values() for k in ks})
-    report = LoadReport(path, matched, missing, unexpected, mismatched, kept)
+    report = LoadReport(path, matched, missing, unexpected, mismatched, kept,
+                        contents.skipped, contents.describe())
 
-    bad = [_fmt_mismatch(k, v) for k, v in mismatched.items() if k not in kept]
+    bad = [_fmt_mismatch(k, v, file_name) for k, v in mismatched.items()
+           if k not in kept]
     if not partial:
-        bad += ['{} {} in model, missing from file'.format(k, _shape(own[k]))
-                for k in missing]
+        bad += ['{} {} in model, missing from file{}'.format(
+            k, _shape(own[k]), _as_in_file(k, file_name)) for k in missing]
         bad += ['{} {} in file, not in model'.format(k, _shape(state[k]))
                 for k in unexpected]
     if bad or not matched:
@@ -158,7 +175,8 @@ def _apply(model, state, path, allow_mismatch, log, partial, prefix):
             warn('{}: kept the model\'s initialisation for {} key(s) matching '
                  '/{}/ whose shapes differ (another class count?): {}'.format(
                      os.path.basename(path), len(keys), pattern, ', '.join(
-                         _fmt_mismatch(k, mismatched[k]) for k in keys)))
+                         _fmt_mismatch(k, mismatched[k], file_name)
+                         for k in keys)))
     if partial and (missing or unexpected):
         info('{}: {} model key(s) not in the file keep their initialisation '
              '(first: {}); {} file key(s) unused{}'.format(
@@ -173,16 +191,19 @@ def load_pretrain(model, path_or_url, *, log=None):
     """``pretrain_weights`` / ``--pretrained``: either a checkpoint of the
     same architecture, possibly trained on other classes (the class-dependent
     head keeps its initialisation and is reported), or an ImageNet backbone
-    checkpoint as in PaddleDetection's ``pretrain_weights`` URLs (its keys
-    lack the ``backbone.`` prefix; neck and head keep their initialisation).
+    checkpoint, whose neck and head keep their initialisation: a 2.x one as
+    in PaddleDetection's ``pretrain_weights`` URLs (keys without the
+    ``backbone.`` prefix) or a 0.5 one (``ResNet34_pretrained.tar``, whose
+    names map to ``backbone.`` keys only).
     """
     if not path_or_url:
         return None
-    path = resolve_weights(path_or_url)
-    state = read_state_dict(path)
-    own = set(model.state_dict())
-    if not set(state) & own and {'backbone.' + k for k in state} & own:
-        return _apply(model, state, path, (), log, partial=True,
+    contents = read_weights(resolve_weights(path_or_url))
+    state, own = set(contents.state), set(model.state_dict())
+    if not state & own and {'backbone.' + k for k in state} & own:
+        return _apply(model, contents, (), log, partial=True,
                       prefix='backbone.')
-    return _apply(model, state, path, HEAD_KEYS, log, partial=False,
-                  prefix='')
+    if state & own and all(k.startswith('backbone.') for k in state & own) \
+            and not any(k.startswith(('neck.', 'yolo_head.')) for k in state):
+        return _apply(model, contents, (), log, partial=True, prefix='')
+    return _apply(model, contents, HEAD_KEYS, log, partial=False, prefix='')
