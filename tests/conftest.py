@@ -1,7 +1,11 @@
 """Shared fixtures: a small demo VOC dataset on disk and tiny configs that
 train in seconds on a CPU."""
+import functools
+import http.server
 import os
 import sys
+import threading
+import time
 
 import pytest
 
@@ -30,3 +34,30 @@ def tiny_opts(data_dir, save_dir, epoch=1, **extra):
             'epoch': epoch, 'snapshot_epoch': 1, 'log_iter': 2}
     opts.update(extra)
     return ['{}={}'.format(k, v) for k, v in opts.items()]
+
+
+class _Handler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        self.server.gets.append(self.path)
+        time.sleep(self.server.delay)
+        super().do_GET()
+
+
+@pytest.fixture
+def http_server(tmp_path):
+    """A loopback HTTP server over tmp_path/'www': yields (server, root,
+    base URL). `server.gets` lists the paths of the GETs it received;
+    `server.delay` (seconds) holds each answer back."""
+    root = tmp_path / 'www'
+    root.mkdir()
+    srv = http.server.ThreadingHTTPServer(
+        ('127.0.0.1', 0), functools.partial(_Handler, directory=str(root)))
+    srv.gets, srv.delay = [], 0
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    yield srv, root, 'http://127.0.0.1:{}/'.format(srv.server_port)
+    srv.shutdown()
+    srv.server_close()
