@@ -155,7 +155,7 @@ def _read_file(path):
 
 def _files_in_tar(path, tar):
     for member in tar:
-        if member.isfile():
+        if member.isfile() or member.islnk():  # tar stores a repeat as a link
             name = member.name.rstrip('/').rsplit('/', 1)[-1]
             yield name, '{} (member {})'.format(path, member.name), \
                 lambda m=member: tar.extractfile(m).read()
