@@ -17,7 +17,7 @@ import numpy as np
 import paddle
 import pytest
 
-from conftest import ROOT, STUDENT, TEACHER
+from conftest import ROOT, STUDENT, TEACHER, tiny_opts
 from detdistill.config import build_model, load_config
 from detdistill.weights import (HEAD_KEYS, WeightsFileError,
                                 WeightsMismatchError, load_pretrain,
@@ -427,3 +427,41 @@ def test_a_0_5_imagenet_backbone_pretrains_the_backbone(zoo, tmp_path):
         assert np.array_equal(after[key], before[key])
     assert any('106 model key(s) not in the file keep their initialisation'
                in ln for ln in lines)
+
+
+# -- the commands -----------------------------------------------------------
+
+def test_the_blogs_distill_command_and_eval_take_0_5_archives(
+        zoo, demo_voc, tmp_path, http_server, monkeypatch):
+    """distill.py --teacher_pretrained URL-to-a-0.5-tar, as the seeds' blog
+    post runs it; tools/eval.py -o weights=0.5-tar evaluates exactly as the
+    converted .pdparams does."""
+    import convert_weights
+    import eval as eval_tool
+    sys.path.insert(0, os.path.join(ROOT, 'slim', 'distillation'))
+    try:
+        import distill
+    finally:
+        sys.path.pop(0)
+    srv, root, base = http_server
+    _tar(zoo['r34'] / 'vars', root / 'yolov3_r34_voc.tar', 'yolov3_r34_voc')
+    monkeypatch.setenv('DETDISTILL_CACHE', str(tmp_path / 'cache'))
+    trainer = distill.main(
+        ['-c', STUDENT, '-t', TEACHER, '--teacher_pretrained',
+         base + 'yolov3_r34_voc.tar', '-o'] +
+        tiny_opts(demo_voc, str(tmp_path), 1))
+    archive = read_state_dict(str(root / 'yolov3_r34_voc.tar'))
+    teacher = _state(trainer.model.teacher)
+    assert sorted(teacher) == sorted(archive)
+    for key, value in archive.items():  # frozen through the training
+        assert np.array_equal(teacher[key], value), key
+
+    src = _tar(zoo['mbv1'] / 'vars', tmp_path / 'mbv1.tar', 'mbv1')
+    convert_weights.main(['-c', STUDENT, '--src', src, '--out',
+                          str(tmp_path / 'mbv1.pdparams')])
+    opts = tiny_opts(demo_voc, str(tmp_path))
+    direct = eval_tool.main(['-c', STUDENT, '-o', 'weights=' + src] + opts)
+    converted = eval_tool.main(['-c', STUDENT, '-o', 'weights=' + str(
+        tmp_path / 'mbv1.pdparams')] + opts)
+    del direct['images_per_sec'], converted['images_per_sec']
+    assert direct == converted  # same detections (a few, random weights)
