@@ -43,9 +43,10 @@ MODELS = {
     # an ImageNet backbone archive (no neck, no head)
     'r34_backbone': ['--backbone', 'resnet34', '--width', '0.25',
                      '--classes', '0'],
-    # full size: names and shapes only
-    'r34_full': ['--backbone', 'resnet34', '--classes', '20', '--no-run'],
-    'mbv1_full': ['--backbone', 'mobilenet', '--classes', '20', '--no-run'],
+    # the zoo's yolov3_r34_voc and yolov3_mobilenet_v1_voc: full size
+    'r34_full': ['--backbone', 'resnet34', '--classes', '20', '--size', '64'],
+    'mbv1_full': ['--backbone', 'mobilenet', '--classes', '20', '--size',
+                  '64'],
 }
 
 
@@ -105,7 +106,8 @@ def _build(config, seed=1, opts=()):
 
 def test_full_configs_take_every_tensor_of_the_zoo_archives(zoo):
     """0.5's yolov3_r34_voc and yolov3_mobilenet_v1_voc (20 classes, full
-    width) map one to one onto our full-size configs, shapes equal."""
+    width) map one to one onto our full-size configs, shapes equal, and
+    give the 0.5 program's outputs."""
     for name, config, family, count in [
             ('r34_full', 'yolov3_r34_voc', 'ResNet', 291),
             ('mbv1_full', 'yolov3_mobilenet_v1_voc', 'MobileNet', 241)]:
@@ -113,12 +115,18 @@ def test_full_configs_take_every_tensor_of_the_zoo_archives(zoo):
         assert len(static) == count
         assert detect_family(static) == family
         mapped = {to_v2(n, family): s for n, s in static.items()}
-        model = build_model(load_config(os.path.join(ROOT, 'configs',
-                                                     config + '.yml')))
+        model = _build(os.path.join(ROOT, 'configs', config + '.yml'))
         ours = {k: [int(d) for d in v.shape]
                 for k, v in model.state_dict().items()}
         assert mapped == ours
         assert {to_static(k, family) for k in ours} == set(static)
+        report = load_weights(model, str(zoo[name] / 'vars'), log=[].append)
+        assert report.complete and len(report.matched) == count
+        image = np.load(zoo[name] / 'input.npy')
+        for got, want in zip(_head_outputs(model, image),
+                             _expected_outputs(zoo[name])):
+            assert got.shape == want.shape == (1, 75) + got.shape[2:]
+            assert np.array_equal(got, want)
 
 
 def test_map_examples_from_the_0_5_sources():
