@@ -2,7 +2,7 @@
 
 Three layers, each usable on its own:
 
-- ``resolve_weights(path_or_url)`` (download.py): a local file or folder
+- ``resolve_weights(path_or_url)`` (download.py, lock.py): a local file or folder
   (PaddleDetection style, the ``.pdparams`` suffix optional) or a URL
   downloaded once into a cache, with checksums;
 - ``read_state_dict(path)`` (formats.py): a file or folder -> ``{ppdet 2.x

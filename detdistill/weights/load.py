@@ -98,7 +98,9 @@ def load_weights(model, path_or_url, *, allow_mismatch=(), log=None,
     """Load a checkpoint into `model` and return a LoadReport.
 
     `path_or_url`: a ``.pdparams`` file, a path without the suffix
-    (``output/x/model_final``) or a URL (see ``resolve_weights``).
+    (``output/x/model_final``), a PaddleDetection 0.5 archive (``.tar``,
+    ``.tar.gz`` or its extracted folder; renamed to 2.x names, its optimizer
+    state skipped and reported) or a URL (see ``resolve_weights``).
     Keys whose shapes differ and that match one of the `allow_mismatch`
     regular expressions (e.g. ``HEAD_KEYS`` for another class count) keep the
     model's initialisation and are reported, one warning line per pattern

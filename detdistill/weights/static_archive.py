@@ -11,10 +11,12 @@ DenseTensor (LoDTensor) stream, the format of Paddle's ``save`` op:
     ...     the data, C order, little endian
 
 This module parses that with numpy: it reads straight from the tar stream
-(no extraction of a few hundred files), names the file and the field when one
-is bad, and does not depend on Paddle's static loaders, which changed under
-PIR (``paddle.static.load_program_state`` returns ``{}`` there without a
-word). ``paddle.load(folder)`` reads the same files (the tests compare).
+(no extraction of a few hundred files), checks every size and names the file
+and the field when one is bad. Paddle's own readers do not do for this:
+``paddle.static.load_program_state`` returns ``{}`` under PIR without a
+word, and ``paddle.load(folder)`` (which reads good files the same, the tests
+compare) needs the files on disk and fills a truncated tensor's missing bytes
+from uninitialised memory without an error (docs/weights.md).
 """
 import os
 import re
