@@ -120,7 +120,8 @@ class ResNet(Net):
 
 
 class MobileNet(Net):
-    """mobilenet.py MobileNet(conv_group_scale=scale, with_extra_blocks=False)."""
+    """mobilenet.py MobileNet(conv_group_scale=scale,
+    with_extra_blocks=False)."""
 
     def __init__(self, scale=1.0, norm='bn'):
         super().__init__(norm)
@@ -181,7 +182,8 @@ class YOLOv3Head(Net):
 
     def detection_block(self, x, channel, name):
         for j in range(2):
-            x = self.conv_bn(x, channel, 1, 1, 0, name='{}.{}.0'.format(name, j))
+            x = self.conv_bn(x, channel, 1, 1, 0,
+                             name='{}.{}.0'.format(name, j))
             x = self.conv_bn(x, channel * 2, 3, 1, 1,
                              name='{}.{}.1'.format(name, j))
         route = self.conv_bn(x, channel, 1, 1, 0, name='{}.2'.format(name))

@@ -144,7 +144,8 @@ def test_map_examples_from_the_0_5_sources():
              'neck.yolo_block.1.conv_module.conv3.batch_norm._variance'),
             ('yolo_block.2.2.bn.scale',
              'neck.yolo_block.2.conv_module.route.batch_norm.weight'),
-            ('yolo_block.2.tip.bn.mean', 'neck.yolo_block.2.tip.batch_norm._mean'),
+            ('yolo_block.2.tip.bn.mean',
+             'neck.yolo_block.2.tip.batch_norm._mean'),
             ('yolo_transition.1.bn.offset',
              'neck.yolo_transition.1.batch_norm.bias'),
             ('yolo_output.2.conv.bias', 'yolo_head.yolo_output.2.bias')],
@@ -374,7 +375,7 @@ def test_other_archives_and_damaged_files_are_named(zoo, tmp_path):
     # names of no supported backbone (e.g. 0.5's DarkNet YOLOv3)
     darknet = tmp_path / 'darknet'
     darknet.mkdir()
-    for i, name in enumerate(['yolo_input.0.0.conv.weights', 'stage.0.bn.var']):
+    for name in ['yolo_input.0.0.conv.weights', 'stage.0.bn.var']:
         os.link(folder / 'conv1_weights', darknet / name)
     with pytest.raises(WeightsFileError, match="neither ResNet's .* nor "
                        "MobileNetV1's .*; first names: stage.0.bn.var, "

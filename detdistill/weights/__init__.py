@@ -2,8 +2,8 @@
 
 Three layers, each usable on its own:
 
-- ``resolve_weights(path_or_url)`` (download.py, lock.py): a local file or folder
-  (PaddleDetection style, the ``.pdparams`` suffix optional) or a URL
+- ``resolve_weights(path_or_url)`` (download.py, lock.py): a local file or
+  folder (PaddleDetection style, the ``.pdparams`` suffix optional) or a URL
   downloaded once into a cache, with checksums;
 - ``read_state_dict(path)`` (formats.py): a file or folder -> ``{ppdet 2.x
   name: array}``, by one reader per format: ``paddle.save`` pickles, and
@@ -13,7 +13,8 @@ Three layers, each usable on its own:
   the comparison with the model, the load and the report.
 """
 from .download import default_cache_dir, resolve_weights
-from .errors import WeightsDownloadError, WeightsFileError, WeightsMismatchError
+from .errors import (WeightsDownloadError, WeightsFileError,
+                     WeightsMismatchError)
 from .formats import FORMATS, read_state_dict
 from .load import HEAD_KEYS, LoadReport, load_pretrain, load_weights
 

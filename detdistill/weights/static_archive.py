@@ -178,7 +178,8 @@ def _read_variables(path):
                     'cannot read {}: variable {} appears twice ({} and {})'
                     .format(path, name, where_of[name], where))
             else:
-                arrays[name], where_of[name] = parse_tensor(read(), where), where
+                arrays[name] = parse_tensor(read(), where)
+                where_of[name] = where
 
     if os.path.isdir(path):
         take(_files_in_folder(path))

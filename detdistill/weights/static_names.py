@@ -38,11 +38,14 @@ _FIELDS = {
 }
 
 _YOLO = [
-    ('yolo_block.{i}.{blk}.conv.weights', 'neck.yolo_block.{i}.{blk}.conv.weight'),
+    ('yolo_block.{i}.{blk}.conv.weights',
+     'neck.yolo_block.{i}.{blk}.conv.weight'),
     ('yolo_block.{i}.{blk}.bn.{nbn}',
      'neck.yolo_block.{i}.{blk}.batch_norm.{nbn}'),
-    ('yolo_transition.{i}.conv.weights', 'neck.yolo_transition.{i}.conv.weight'),
-    ('yolo_transition.{i}.bn.{nbn}', 'neck.yolo_transition.{i}.batch_norm.{nbn}'),
+    ('yolo_transition.{i}.conv.weights',
+     'neck.yolo_transition.{i}.conv.weight'),
+    ('yolo_transition.{i}.bn.{nbn}',
+     'neck.yolo_transition.{i}.batch_norm.{nbn}'),
     ('yolo_output.{i}.conv.weights', 'yolo_head.yolo_output.{i}.weight'),
     ('yolo_output.{i}.conv.bias', 'yolo_head.yolo_output.{i}.bias'),
 ]
@@ -55,7 +58,8 @@ FAMILIES = {
         ('bn_conv1_{bn}', 'backbone.conv1.conv1.norm.{bn}'),
         ('res{s}{b}_branch{br}_weights',
          'backbone.res{s}.res{s}{b}.{br}.conv.weight'),
-        ('bn{s}{b}_branch{br}_{bn}', 'backbone.res{s}.res{s}{b}.{br}.norm.{bn}'),
+        ('bn{s}{b}_branch{br}_{bn}',
+         'backbone.res{s}.res{s}{b}.{br}.norm.{bn}'),
     ] + _YOLO,
     'MobileNet': [
         ('conv1_weights', 'backbone.conv1._conv.weight'),
