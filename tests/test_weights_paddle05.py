@@ -408,6 +408,22 @@ def test_other_archives_and_damaged_files_are_named(zoo, tmp_path):
         assert str(e.value) == 'cannot read {} (member yolov3/conv1_weights)' \
             ': {} (not a Paddle tensor file, or a damaged one)'.format(
                 src, what)
+    # files that are not variables: skipped and listed, or said what they are
+    (tmp_path / '.DS_Store').write_bytes(b'\0\1')
+    src = _tar(folder, tmp_path / 'mac.tar', 'mac',
+               extra={'.DS_Store': tmp_path / '.DS_Store'})
+    assert read_weights(src).other == ['.DS_Store']
+    inference = tmp_path / 'inference'
+    inference.mkdir()
+    for name in ('__model__', '__params__'):
+        (inference / name).write_bytes(b'\0' * 8)
+    with pytest.raises(WeightsFileError) as e:
+        read_state_dict(str(inference))
+    assert str(e.value) == (
+        'weights archive {} holds no variables (only: __model__, __params__);'
+        ' __model__ and __params__ make an exported inference model, whose '
+        'weights are one combined file: use the training archive instead'
+        .format(inference))
     # the tar itself cut short
     whole = (tmp_path / 'extra.tar').read_bytes()
     (tmp_path / 'cut.tar').write_bytes(whole[:len(whole) // 2])

@@ -25,6 +25,7 @@ import tarfile
 
 import numpy as np
 
+from ..logger import get_logger
 from .errors import WeightsFileError
 from .static_names import detect_family, to_static, to_v2
 
@@ -41,6 +42,10 @@ OPTIMIZER_STATE = re.compile(
 _DTYPES = {0: np.bool_, 1: '<i2', 2: '<i4', 3: '<i8', 4: '<f2', 5: '<f4',
            6: '<f8', 20: np.uint8, 21: np.int8}
 _SHOW = 6
+_INFERENCE_HINT = ('; __model__ and __params__ make an exported inference '
+                   'model, whose weights are one combined file: use the '
+                   'training archive instead')
+logger = get_logger()
 
 
 class _Stream:
@@ -240,10 +245,12 @@ def read_static(path):
     arrays, skipped, other = _read_variables(path)
     names = set(arrays)
     if not arrays:
-        only = ' (only optimizer state: {})'.format(_listed(skipped)) \
-            if skipped else ''
-        raise WeightsFileError('weights archive {} holds no variables{}'
-                               .format(path, only))
+        found = skipped + other
+        raise WeightsFileError('weights archive {} holds no variables{}{}'
+                               .format(path, ' (only: {})'.format(
+                                   _listed(found)) if found else '',
+                                   _INFERENCE_HINT if '__params__' in other
+                                   else ''))
     affine = _affine_channel(names)
     if affine:
         raise WeightsFileError(
@@ -266,5 +273,8 @@ def read_static(path):
             raise WeightsFileError('cannot read {}: {} and {} both map to {}'
                                    .format(path, source[new], name, new))
         state[new], source[new] = value, name
+    if other:
+        logger.info('{}: skipped {} file(s) that are not variables: {}'
+                    .format(path, len(other), _listed(other)))
     return StaticArchive(path, family, state, source, skipped, other)
 
