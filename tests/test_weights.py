@@ -356,7 +356,7 @@ def test_processes_asking_at_once_download_once(server, tmp_path):
     assert paths[0] == paths[1] and paths[0].startswith(cache)
     assert srv.gets == ['/w.pdparams']
     assert open(paths[0], 'rb').read() == (root / 'w.pdparams').read_bytes()
-    assert sum('Waiting for process' in out for out, _ in results) == 1
+    assert sum('Waiting for ' in out for out, _ in results) == 1
     assert _cached_files(cache) == [  # no lock or temporary file left
         os.path.relpath(paths[0], cache),
         os.path.relpath(paths[0], cache) + '.sha256']

@@ -49,7 +49,7 @@ def _acquire(lock, url, dest, stall):
     Gives up with WeightsDownloadError when the holder's temporary file has
     not grown for `stall` seconds (a stuck holder: one that dies releases
     the lock by itself)."""
-    announced = False
+    next_note = 0
     while True:
         os.makedirs(os.path.dirname(lock), exist_ok=True)
         fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
@@ -60,11 +60,12 @@ def _acquire(lock, url, dest, stall):
                 break
             except BlockingIOError:
                 pass
-            if not announced:
-                logger.info('Waiting for {} downloading {}'.format(
-                    _holder(lock), url))
-                announced = True
             now = _parts(dest)
+            if time.time() >= next_note:  # at once, then every 30 s
+                logger.info('Waiting for {} downloading {} ({:.1f} MB so '
+                            'far)'.format(_holder(lock), url, sum(
+                                size for _, size in now or ()) / 2 ** 20))
+                next_note = time.time() + 30
             if now != seen:
                 seen, since = now, time.time()
             elif time.time() - since > stall:
