@@ -30,11 +30,13 @@ METHODS = {
     'l2': ('distill', STUDENT, ['distill_loss=l2']),
     'fine_grained': ('distill', STUDENT, ['use_fine_grained_loss=true']),
     'kl': ('distill', STUDENT, ['distill_loss=kl']),
+    'kl_bernoulli': ('distill', STUDENT, ['distill_loss=kl',
+                                          'KLDistill.cls_form=bernoulli']),
 }
 # Relative cost of one run (measured wall time: teacher 1600 steps ~690 s,
 # student 960 steps ~180 s, distill ~320 s), for the ETA and the start order.
 COST = {'teacher': 3.8, 'baseline': 1.0, 'l2': 1.75, 'fine_grained': 1.75,
-        'kl': 1.75}
+        'kl': 1.75, 'kl_bernoulli': 1.75}
 
 
 def _cfg_name(path):

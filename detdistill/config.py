@@ -23,14 +23,28 @@ __all__ = ['ConfigError', 'load_config', 'parse_overrides', 'activate',
 KNOWN_KEYS = {
     # PaddleDetection runtime / training keys
     'architecture', 'pretrain_weights', 'weights', 'norm_type', 'num_classes',
-    'metric', 'map_type', 'classwise', 'use_gpu', 'use_xpu', 'use_mlu',
-    'use_npu', 'use_gcu', 'log_iter', 'save_dir', 'snapshot_epoch', 'epoch',
-    'print_flops', 'print_params', 'export', 'worker_num', 'filename',
-    'use_vdl', 'vdl_log_dir', 'amp', 'amp_level', 'find_unused_parameters',
-    'use_ema', 'ema_decay', 'to_static', 'seed', 'data_format', 'find_unused',
+    'metric', 'map_type', 'use_gpu',
+    'classwise',  # honoured: tools/eval.py always prints per-class AP
+    'log_iter', 'save_dir', 'snapshot_epoch',
+    'epoch', 'export', 'worker_num', 'filename', 'use_vdl', 'vdl_log_dir',
+    'amp', 'amp_level', 'init_loss_scaling', 'find_unused_parameters',
+    'use_ema', 'ema_decay', 'ema_decay_type', 'seed', 'data_format',
     # distillation (slim/distillation/distill.py)
     'use_fine_grained_loss', 'distill_loss', 'distill_loss_weight',
     'distill_pairs', 'temperature',
+}
+# PaddleDetection keys this toolkit does not implement: accepted only when
+# off (runtime.yml lists them), an error when set, so that nobody believes a
+# feature is on that is not.
+NOT_IMPLEMENTED = {
+    'use_xpu': 'only CPU and CUDA GPUs are supported',
+    'use_mlu': 'only CPU and CUDA GPUs are supported',
+    'use_npu': 'only CPU and CUDA GPUs are supported',
+    'use_gcu': 'only CPU and CUDA GPUs are supported',
+    'print_flops': 'FLOPs are not counted; remove the key',
+    'print_params': 'parameters are not printed; remove the key',
+    'to_static': 'the converted distiller computed different losses '
+                 '(benchmark/PROFILE.md); training runs eagerly',
 }
 
 
@@ -93,7 +107,7 @@ def parse_overrides(items):
 def _check_keys(cfg, overrides, path):
     """Reject override keys that nothing reads: a typo must not train for a day."""
     registered = workspace.get_registered_modules()
-    known = KNOWN_KEYS | set(registered) | set(cfg)
+    known = KNOWN_KEYS | set(NOT_IMPLEMENTED) | set(registered) | set(cfg)
     for key, value in overrides.items():
         if key not in known:
             hint = difflib.get_close_matches(key, sorted(known), n=1)
@@ -126,6 +140,10 @@ def load_config(path, overrides=None):
         parse_overrides(overrides)
     _check_keys(cfg, overrides, path)
     _merge(cfg, copy.deepcopy(overrides))
+    for key, why in NOT_IMPLEMENTED.items():
+        if cfg.get(key):
+            raise ConfigError('{}: {}: {} is not supported: {}'.format(
+                path, key, cfg[key], why))
     cfg['filename'] = os.path.splitext(os.path.basename(path))[0]
     cfg['config_path'] = path
     return cfg

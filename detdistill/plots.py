@@ -33,7 +33,8 @@ def plot_history(records, path, title=''):
             ax_map.plot(*zip(*pts), marker='o', label='mAP@0.5 ' + name)
     ax_map.set_xlabel('step')
     ax_map.set_ylabel('mAP (%)')
-    ax_map.legend(fontsize=8)
+    if evals:  # a run without --eval has no mAP to show
+        ax_map.legend(fontsize=8)
     ax_map.grid(alpha=.3)
     fig.suptitle(title)
     fig.tight_layout()

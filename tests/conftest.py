@@ -17,6 +17,14 @@ STUDENT = os.path.join(ROOT, 'configs/demo/yolov3_mobilenet_v1_demo.yml')
 TEACHER = os.path.join(ROOT, 'configs/demo/yolov3_r34_demo.yml')
 
 
+@pytest.fixture(scope='session', autouse=True)
+def _voc_check_cache(tmp_path_factory):
+    """Validation caches of the tests' datasets go to a temporary directory,
+    not the user's ~/.cache (subprocesses inherit it)."""
+    os.environ['DETDISTILL_VOC_CACHE'] = str(
+        tmp_path_factory.mktemp('voc_checks'))
+
+
 @pytest.fixture(scope='session')
 def demo_voc(tmp_path_factory):
     from detdistill.data.demo import make_demo_voc
@@ -34,6 +42,39 @@ def tiny_opts(data_dir, save_dir, epoch=1, **extra):
             'epoch': epoch, 'snapshot_epoch': 1, 'log_iter': 2}
     opts.update(extra)
     return ['{}={}'.format(k, v) for k, v in opts.items()]
+
+
+def evaluate_independently(config, opts, weights):
+    """VOC results of checkpoint prefix `weights` on the eval list, computed
+    here with VOCEvaluator over the eval loader, not through Trainer.evaluate
+    nor the weights loader that tools/eval.py uses."""
+    import paddle
+    from detdistill.config import load_config
+    from detdistill.engine import Trainer
+    from detdistill.engine.evaluator import VOCEvaluator
+    trainer = Trainer(load_config(config, opts), mode='eval')
+    loader = trainer.eval_loader
+    model = trainer.detector
+    missing, unexpected = model.set_state_dict(
+        paddle.load(weights + '.pdparams'))
+    assert not missing and not unexpected, (missing, unexpected)
+    model.eval()
+    evaluator = VOCEvaluator(trainer.class_names)
+    with paddle.no_grad():
+        for data in loader:
+            evaluator.update(data, model(data))
+    return evaluator.accumulate()
+
+
+def assert_same_results(got, expected):
+    """`got` reports exactly the evaluator's `expected` results (APs of a
+    barely trained model are ~1e-4: the tolerance is relative)."""
+    same = functools.partial(pytest.approx, rel=1e-9, abs=1e-15)
+    assert got['num_images'] == expected['num_images']
+    assert got['mAP'] == same(expected['mAP'])
+    assert list(got['per_class']) == list(expected['per_class'])
+    for name, ap in expected['per_class'].items():
+        assert got['per_class'][name] == same(ap), name
 
 
 class _Handler(http.server.SimpleHTTPRequestHandler):

@@ -206,3 +206,31 @@ def test_xml_must_agree_with_its_image(voc):
     assert notes.startswith('2 note(s)')
     assert xmls[3] in notes and 'extends beyond' in notes and 'clips' in notes
     assert xmls[4] in notes and 'no <object>' in notes
+
+
+def test_two_images_for_one_annotation_are_an_error(voc):
+    """x.jpg beside x.png: which image x.xml labels is ambiguous. Both files
+    are named, for every such stem; a non-image file beside an image (x.txt)
+    is not an image and is ignored."""
+    from PIL import Image
+    stems = sorted(os.path.splitext(f)[0]
+                   for f in os.listdir(os.path.join(voc, IMG)))
+    for stem, ext in ((stems[0], '.png'), (stems[5], '.jpeg')):
+        Image.open(os.path.join(voc, IMG, stem + '.jpg')).save(
+            os.path.join(voc, IMG, stem + ext))
+    with open(os.path.join(voc, IMG, stems[7] + '.txt'), 'w') as f:
+        f.write('notes about this image, not an image\n')
+    with pytest.raises(VOCDataError) as e:
+        split_voc(voc)
+    msg = str(e.value)
+    assert '2 problem(s)' in msg
+    for stem, ext in ((stems[0], '.png'), (stems[5], '.jpeg')):
+        assert os.path.join(voc, IMG, stem + '.jpg') in msg
+        assert os.path.join(voc, IMG, stem + ext) in msg
+        assert '{}.xml'.format(stem) in msg
+    os.remove(os.path.join(voc, IMG, stems[0] + '.png'))
+    os.remove(os.path.join(voc, IMG, stems[5] + '.jpeg'))
+    summary = split_voc(voc, ratio=1.0)
+    assert summary['images']['trainval'] == 40
+    lines = open(os.path.join(voc, 'trainval.txt')).read().splitlines()
+    assert '{}/{}.jpg {}/{}.xml'.format(IMG, stems[7], ANN, stems[7]) in lines

@@ -71,15 +71,22 @@ def ref_fine(s, t, obj_target='hard'):
             'obj': np.mean(_bce(s[:, :, 4], target))}
 
 
-def ref_kl(s, t, T):
+def _bern_kl(so, to):
+    pt = _sig(to)
+    return pt * (_log_sig(to) - _log_sig(so)) + \
+        (1 - pt) * (_log_sig(-to) - _log_sig(-so))
+
+
+def ref_kl(s, t, T, cls_form='softmax'):
     s, t = _np(s, t)
     gate = _sig(t[:, :, 4])
-    lt, ls = _log_softmax(t[:, :, 5:] / T, 2), _log_softmax(s[:, :, 5:] / T, 2)
-    kl_cls = (np.exp(lt) * (lt - ls)).sum(2)
-    to, so = t[:, :, 4] / T, s[:, :, 4] / T
-    pt = _sig(to)
-    kl_obj = pt * (_log_sig(to) - _log_sig(so)) + \
-        (1 - pt) * (_log_sig(-to) - _log_sig(-so))
+    if cls_form == 'softmax':
+        lt = _log_softmax(t[:, :, 5:] / T, 2)
+        ls = _log_softmax(s[:, :, 5:] / T, 2)
+        kl_cls = (np.exp(lt) * (lt - ls)).sum(2)
+    else:  # independent per-class Bernoullis, summed over classes
+        kl_cls = _bern_kl(s[:, :, 5:] / T, t[:, :, 5:] / T).sum(2)
+    kl_obj = _bern_kl(s[:, :, 4] / T, t[:, :, 4] / T)
     return {'reg': ref_reg(s, t), 'cls': T * T * np.mean(kl_cls * gate),
             'obj': T * T * np.mean(kl_obj)}
 
@@ -115,11 +122,12 @@ def test_fine_grained_matches_numpy(obj_target):
                 s, t), ref_fine(s, t, obj_target))
 
 
+@pytest.mark.parametrize('cls_form', ['softmax', 'bernoulli'])
 @pytest.mark.parametrize('T', [1.0, 3.0])
-def test_kl_matches_numpy(T):
+def test_kl_matches_numpy(T, cls_form):
     s, t = _pair(2)
-    _close(_run(KLDistill(num_classes=C, temperature=T), s, t),
-           ref_kl(s, t, T))
+    _close(_run(KLDistill(num_classes=C, temperature=T, cls_form=cls_form),
+                s, t), ref_kl(s, t, T, cls_form))
 
 
 def test_kl_zero_for_identical_inputs_and_finite_when_saturated():

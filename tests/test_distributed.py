@@ -52,7 +52,9 @@ def _check_ranks(ranks, logs, save_dir):
 @pytest.mark.parametrize('tool', ['train', 'distill'])
 def test_two_processes_train_in_sync(demo_voc, tmp_path, tool):
     save_dir = str(tmp_path / 'out')
-    args = ['-c', STUDENT, '-o'] + tiny_opts(demo_voc, save_dir, epoch=2)
+    vdl = tmp_path / 'vdl'
+    args = ['-c', STUDENT, '--use_vdl', '--vdl_log_dir', str(vdl), '-o'] + \
+        tiny_opts(demo_voc, save_dir, epoch=2)
     if tool == 'distill':
         teacher = str(tmp_path / 'teacher.pdparams')
         paddle.seed(3)
@@ -60,3 +62,5 @@ def test_two_processes_train_in_sync(demo_voc, tmp_path, tool):
         args += ['-t', TEACHER, '--teacher_pretrained', teacher]
     ranks, logs = _launch(tmp_path, tool, args)
     _check_ranks(ranks, logs, save_dir)
+    # one VisualDL writer (rank 0), not one per rank in the same directory
+    assert len([f for f in os.listdir(vdl) if 'vdlrecords' in f]) == 1

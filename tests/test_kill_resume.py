@@ -1,6 +1,6 @@
-"""A training process killed (SIGKILL, no clean-up) mid-run: its last
-finished checkpoint loads, and `-r` from it ends with the weights of a run
-that was never interrupted."""
+"""A training or distillation process killed (SIGKILL, no clean-up)
+mid-run: its last finished checkpoint loads, and `-r` from it ends with the
+weights of a run that was never interrupted."""
 import os
 import signal
 import subprocess
@@ -9,18 +9,36 @@ import time
 
 import numpy as np
 import paddle
+import pytest
 
-from conftest import ROOT, STUDENT, tiny_opts
+from conftest import ROOT, STUDENT, TEACHER, tiny_opts
+from detdistill.config import build_model, load_config
 
 EPOCHS = 6
 
 
-def _cmd(save_dir, demo_voc, *extra):
-    return [sys.executable, 'tools/train.py', '-c', STUDENT] + list(extra) + \
-        ['-o'] + tiny_opts(demo_voc, save_dir, EPOCHS)
+@pytest.fixture(scope='module')
+def teacher_weights(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp('teacher') / 'teacher.pdparams')
+    paddle.seed(7)
+    paddle.save(build_model(load_config(TEACHER)).state_dict(), path)
+    return path
 
 
-def test_killed_run_resumes_to_the_uninterrupted_weights(demo_voc, tmp_path):
+@pytest.mark.parametrize('tool', ['train', 'distill'])
+def test_killed_run_resumes_to_the_uninterrupted_weights(
+        demo_voc, tmp_path, teacher_weights, tool):
+    if tool == 'train':
+        script = ['tools/train.py', '-c', STUDENT]
+        extra = {}
+    else:
+        script = ['slim/distillation/distill.py', '-c', STUDENT, '-t',
+                  TEACHER, '--teacher_pretrained', teacher_weights]
+        extra = {'distill_loss_weight': 0.01}
+
+    def _cmd(save_dir, demo_voc, *resume):
+        return [sys.executable] + script + list(resume) + ['-o'] + \
+            tiny_opts(demo_voc, save_dir, EPOCHS, **extra)
     full, part = str(tmp_path / 'full'), str(tmp_path / 'part')
     subprocess.run(_cmd(full, demo_voc), cwd=ROOT, check=True,
                    capture_output=True)

@@ -11,6 +11,8 @@ import xml.etree.ElementTree as ET
 
 from PIL import Image, ImageFile
 
+from .check_cache import CheckCache
+
 __all__ = ['VOCDataError', 'parse_voc_xml', 'check_image', 'check_sample',
            'validate_voc_list', 'ValidationReport', 'split_voc',
            'read_label_list', 'atomic_write']
@@ -155,6 +157,22 @@ class ValidationReport:
         self.per_class = collections.Counter()
         self.problems = []
         self.notes = []
+        self.num_checked = 0  # samples decoded and parsed in this run
+        self.num_cached = 0   # unchanged samples that passed before
+        self.cache = None
+
+    def format_counts(self):
+        """One log line: what was checked, what came from the cache."""
+        if self.cache is None:
+            where = 'no cache'
+        elif self.cache.error:
+            where = 'cache not written: {}'.format(self.cache.error)
+        else:
+            where = 'cache {}'.format(self.cache.path)
+        return ('Validated {}: {} images, {} objects; {} checked, {} unchanged '
+                'since they passed ({})'.format(
+                    self.list_path, self.num_images, self.num_objects,
+                    self.num_checked, self.num_cached, where))
 
     @property
     def num_objects(self):
@@ -180,16 +198,19 @@ class ValidationReport:
             '\n  ... and {} more'.format(more) if more else ''))
 
 
-def validate_voc_list(dataset_dir, anno_path, label_list):
+def validate_voc_list(dataset_dir, anno_path, label_list, cache_dir=None):
     """Check every line of a PaddleDetection VOC list file (`image xml`,
     relative to dataset_dir) with `check_sample`: the image decodes, the XML
     parses and agrees with it, every class is in label_list. Collects all
-    problems and notes."""
+    problems and notes. Samples that passed before and whose two files are
+    unchanged are taken from the cache (see check_cache.py) with their notes,
+    instead of decoded again."""
     list_path = os.path.join(dataset_dir, anno_path)
     if not os.path.isfile(list_path):
         raise VOCDataError('list file {} does not exist'.format(list_path))
     names = read_label_list(label_list)
     report = ValidationReport(list_path)
+    report.cache = cache = CheckCache(list_path, names, cache_dir)
     with open(list_path) as f:
         lines = [line.split() for line in f if line.strip()]
     for n, parts in enumerate(lines, 1):
@@ -198,14 +219,23 @@ def validate_voc_list(dataset_dir, anno_path, label_list):
                                    '{!r}'.format(list_path, n, ' '.join(parts)))
             continue
         img, xml = (os.path.join(dataset_dir, p) for p in parts)
-        try:
-            ann, notes = check_sample(img, xml, names)
-        except VOCDataError as e:
-            report.problems.append(str(e))
-            continue
-        report.notes += notes
+        sigs, found = cache.lookup(img, xml)
+        if found:
+            report.num_cached += 1
+        else:
+            report.num_checked += 1
+            try:
+                ann, notes = check_sample(img, xml, names)
+            except VOCDataError as e:
+                report.problems.append(str(e))
+                continue
+            found = {'objects': [o['name'] for o in ann['objects']],
+                     'notes': notes}
+            cache.store(img, xml, sigs, **found)
+        report.notes += found['notes']
         report.num_images += 1
-        report.per_class.update(o['name'] for o in ann['objects'])
+        report.per_class.update(found['objects'])
+    cache.save()
     return report
 
 
@@ -233,14 +263,25 @@ def split_voc(dataset_dir, ratio=0.9, seed=0, unlabeled=0,
     if not os.path.isdir(img_root):
         raise VOCDataError('image directory {} does not exist'.format(
             img_root))
-    stems = sorted(os.path.splitext(f)[0] for f in os.listdir(img_root)
-                   if f.lower().endswith(IMAGE_EXTS))
-    ext = {os.path.splitext(f)[0]: os.path.splitext(f)[1]
-           for f in os.listdir(img_root)}
-    if not stems:
+    images = collections.defaultdict(list)  # stem -> image file names
+    for f in sorted(os.listdir(img_root)):
+        stem, e = os.path.splitext(f)
+        if e.lower() in IMAGE_EXTS:
+            images[stem].append(f)
+    if not images:
         raise VOCDataError('no images in {}'.format(img_root))
     names = read_label_list(label_list) if label_list else None
     anns, report = {}, ValidationReport(img_root)
+    for stem, files in images.items():
+        if len(files) > 1:  # x.jpg and x.png: which one does x.xml label?
+            report.problems.append(
+                '{}: several images for one annotation {} is ambiguous; '
+                'remove or rename all but one'.format(
+                    ' and '.join(os.path.join(img_root, f) for f in files),
+                    os.path.join(dataset_dir, anno_dir, stem + '.xml')))
+    ext = {stem: os.path.splitext(files[0])[1]
+           for stem, files in images.items() if len(files) == 1}
+    stems = sorted(ext)
     for stem in stems:
         xml = os.path.join(dataset_dir, anno_dir, stem + '.xml')
         try:

@@ -62,6 +62,13 @@ def _bce(logit, target):
     return F.binary_cross_entropy_with_logits(logit, target, reduction='none')
 
 
+def _bernoulli_kl(s_logit, t_logit):
+    """KL(Bern(σ(t)) ‖ Bern(σ(s))) elementwise, from log-sigmoids."""
+    pt = F.sigmoid(t_logit)
+    return pt * (F.log_sigmoid(t_logit) - F.log_sigmoid(s_logit)) + \
+        (1 - pt) * (F.log_sigmoid(-t_logit) - F.log_sigmoid(-s_logit))
+
+
 def _gated_box(s, t, gate):
     """Objectness-gated box term (Mehta & Ozturk; ppdet obj_weighted_reg):
     BCE on x, y (decoded through a sigmoid), L1 on w, h (decoded through
@@ -131,19 +138,42 @@ class KLDistill(nn.Layer):
     """Temperature-softened KL divergence, T² rescaled (Hinton et al.) so the
     gradient size does not shrink with T:
       cls = mean_{N,A,H,W} T² KL(softmax(t_cls/T) ‖ softmax(s_cls/T)) · σ(t_obj)
+                                                      (cls_form='softmax')
+            mean_{N,A,H,W} T² Σ_C KL(Bern(σ(t_c/T)) ‖ Bern(σ(s_c/T))) · σ(t_obj)
+                                                      (cls_form='bernoulli')
       obj = mean_{N,A,H,W} T² KL(Bern(σ(t_obj/T)) ‖ Bern(σ(s_obj/T)))
       reg = the objectness-gated box term of FineGrainedDistill
+    YOLOv3 scores classes with independent sigmoids (multi-label), which the
+    Bernoulli form matches; the softmax form compares only the relative class
+    scores. The default is the one the benchmark measured better (README).
     Computed from log_softmax / log_sigmoid, so saturated logits stay finite.
     """
     __shared__ = ['num_classes']
 
-    def __init__(self, num_classes=80, temperature=1.0):
+    def __init__(self, num_classes=80, temperature=1.0, cls_form='softmax'):
         super().__init__()
-        if not float(temperature) > 0:
-            raise ValueError('temperature must be > 0, got {}'.format(
-                temperature))
+        if cls_form not in ('softmax', 'bernoulli'):
+            raise ValueError("cls_form must be 'softmax' or 'bernoulli', got "
+                             "{!r}".format(cls_form))
         self.num_classes = num_classes
         self.temperature = temperature
+        self.cls_form = cls_form
+
+    @property
+    def temperature(self):
+        return self._temperature
+
+    @temperature.setter
+    def temperature(self, value):
+        # 0 divides by zero, a negative value flips the loss's sign.
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            value = float('nan')
+        if not value > 0 or value == float('inf'):
+            raise ValueError('temperature must be a finite number > 0, got '
+                             '{!r}'.format(value))
+        self._temperature = value
 
     def forward(self, student, teacher):
         _check_pair(student, teacher, self.num_classes)
@@ -151,13 +181,13 @@ class KLDistill(nn.Layer):
         s = _split(student, self.num_classes)
         t = _split(teacher.detach(), self.num_classes)
         gate = F.sigmoid(t[4])
-        log_ps = F.log_softmax(s[5] / T, axis=2)
-        log_pt = F.log_softmax(t[5] / T, axis=2)
-        kl_cls = (log_pt.exp() * (log_pt - log_ps)).sum(axis=2)
-        so, to = s[4] / T, t[4] / T
-        pt = F.sigmoid(to)
-        kl_obj = pt * (F.log_sigmoid(to) - F.log_sigmoid(so)) + \
-            (1 - pt) * (F.log_sigmoid(-to) - F.log_sigmoid(-so))
+        if self.cls_form == 'softmax':
+            log_ps = F.log_softmax(s[5] / T, axis=2)
+            log_pt = F.log_softmax(t[5] / T, axis=2)
+            kl_cls = (log_pt.exp() * (log_pt - log_ps)).sum(axis=2)
+        else:
+            kl_cls = _bernoulli_kl(s[5] / T, t[5] / T).sum(axis=2)
+        kl_obj = _bernoulli_kl(s[4] / T, t[4] / T)
         return collections.OrderedDict(
             reg=_gated_box(s, t, gate), cls=T * T * (kl_cls * gate).mean(),
             obj=T * T * kl_obj.mean())

@@ -11,10 +11,22 @@ import paddle
 from ..logger import get_logger
 from .checkpoint import save_checkpoint
 
-__all__ = ['Callback', 'LogPrinter', 'Checkpointer', 'VisualDLWriter',
-           'HistoryWriter', 'default_callbacks']
+__all__ = ['Callback', 'LogOnly', 'LogPrinter', 'Checkpointer',
+           'VisualDLWriter', 'HistoryWriter', 'default_callbacks']
 
 logger = get_logger()
+
+
+class LogOnly:
+    """A model output that trains nothing and costs compute (the teacher's
+    detection loss): the trainer evaluates it on the steps that are logged
+    and drops it on the others."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def __call__(self):
+        return self.fn()
 
 
 def _scalars(outputs):
@@ -44,13 +56,13 @@ TIMING = ('batch_time', 'data_time', 'ips')
 
 
 class LogPrinter(Callback):
-    """PaddleDetection-shaped progress lines every `log_iter` steps, with the
-    window-averaged value of every loss component, throughput and ETA."""
+    """PaddleDetection-shaped progress lines every `log_iter` steps: every
+    loss component, throughput and ETA averaged over the steps since the
+    previous line; log-only outputs (`teacher_loss`) are those of the logged
+    step's batch, the only step they are computed on."""
 
-    def __init__(self, log_iter=20):
-        self.log_iter = log_iter
-        self.window = collections.defaultdict(
-            lambda: collections.deque(maxlen=log_iter))
+    def __init__(self):
+        self.window = collections.defaultdict(list)
 
     def on_step_end(self, trainer, status):
         for k, v in _scalars(status['outputs']).items():
@@ -58,9 +70,10 @@ class LogPrinter(Callback):
         for k in TIMING:
             self.window[k].append(status[k])
         step = trainer.state['step']
-        if step % self.log_iter and step != trainer.total_steps:
+        if not trainer.is_log_step(step):
             return
         avg = {k: sum(v) / len(v) for k, v in self.window.items() if v}
+        self.window.clear()
         eta = datetime.timedelta(seconds=int(
             avg['batch_time'] * (trainer.total_steps - step)))
         keys = sorted((k for k in avg if k not in TIMING),
@@ -100,8 +113,7 @@ class Checkpointer(Callback):
 
     def _save(self, trainer, name):
         prefix = os.path.join(trainer.output_dir, name)
-        save_checkpoint(prefix, trainer.detector, trainer.optimizer,
-                        trainer.state)
+        save_checkpoint(prefix, *trainer.checkpoint())
         logger.info('Save model to {}.'.format(prefix))
 
 
@@ -180,9 +192,11 @@ def read_history(path):
 
 
 def default_callbacks(cfg, use_vdl=False, vdl_log_dir=None):
-    cbs = [LogPrinter(int(cfg.get('log_iter', 20))), Checkpointer(),
-           HistoryWriter()]
-    if use_vdl or cfg.get('use_vdl', False):
+    cbs = [LogPrinter(), Checkpointer(), HistoryWriter()]
+    # Under paddle.distributed.launch every rank runs the callbacks: one
+    # writer per log directory.
+    if (use_vdl or cfg.get('use_vdl', False)) and \
+            paddle.distributed.get_rank() == 0:
         cbs.append(VisualDLWriter(vdl_log_dir or cfg.get('vdl_log_dir') or
                                   'vdl_log_dir/scalar'))
     return cbs

@@ -2,18 +2,27 @@
 
 Layout follows PaddleDetection (`<prefix>.pdparams` + `<prefix>.pdopt`), so
 `-r output/cfg/12` and `-o weights=output/cfg/best_model` work as users expect.
-`.pdparams` holds only the detector's weights (for distillation: the student's)
-so it evaluates and exports like any model. `.pdopt` holds the optimizer (with
-its LR schedule) and the training position; it is written last, so a prefix
-with a `.pdopt` is complete.
+`.pdparams` holds only the detector's weights (for distillation: the student's;
+with EMA: the averaged weights) so it evaluates and exports like any model.
+`.pdopt` holds everything else training needs to continue exactly: optimizer
+and LR schedule, position, and the sha256 of the `.pdparams` it was saved
+with.
+
+Both files are written to temporary names and fsynced first, then renamed:
+a kill leaves the previous pair or the new one, except in the instant between
+the two renames. A pair whose `.pdopt` does not name its `.pdparams`'s digest
+is refused on resume, so a mixture of two saves never resumes silently.
 """
+import glob
+import hashlib
 import os
 import pickle
 
 import paddle
 
 __all__ = ['CheckpointError', 'atomic_save', 'save_checkpoint',
-           'load_checkpoint', 'strip_ext']
+           'load_checkpoint', 'strip_ext', 'optimizer_state',
+           'restore_optimizer']
 
 
 class CheckpointError(RuntimeError):
@@ -27,14 +36,91 @@ def strip_ext(path):
     return path
 
 
-def atomic_save(obj, path):
-    """Write to a temporary file in the same directory, fsync, then rename:
-    readers see the old file or the new one, never a torn one."""
+def _sha256(path):
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for chunk in iter(lambda: f.read(1 << 20), b''):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _write_aside(obj, path):
+    """paddle.save to a temporary file beside `path`, fsynced; returns its
+    name (the caller renames it into place)."""
     tmp = '{}.tmp{}'.format(path, os.getpid())
     paddle.save(obj, tmp)
     with open(tmp, 'rb') as f:
         os.fsync(f.fileno())
-    os.replace(tmp, path)
+    return tmp
+
+
+def atomic_save(obj, path):
+    """Readers see the old file or the new one, never a torn one."""
+    os.replace(_write_aside(obj, path), path)
+
+
+def save_checkpoint(prefix, weights, training=None):
+    """`weights` (a state dict) -> `<prefix>.pdparams`; `training` (a dict:
+    optimizer state, position, ...) -> `<prefix>.pdopt`, with the digest of
+    the `.pdparams` written beside it."""
+    os.makedirs(os.path.dirname(prefix) or '.', exist_ok=True)
+    tmps = []
+    try:
+        tmps.append(_write_aside(weights, prefix + '.pdparams'))
+        if training is not None:
+            training = dict(training, params_sha256=_sha256(tmps[0]))
+            tmps.append(_write_aside(training, prefix + '.pdopt'))
+        for tmp in tmps:  # .pdparams first: a .pdopt names its weights
+            os.replace(tmp, tmp.rsplit('.tmp', 1)[0])
+    finally:
+        for tmp in tmps:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+    try:
+        fd = os.open(os.path.dirname(prefix) or '.', os.O_RDONLY)
+        try:
+            os.fsync(fd)  # the renames themselves
+        finally:
+            os.close(fd)
+    except OSError:
+        pass  # not every file system lets a directory be fsynced
+
+
+def _others(prefix):
+    found = sorted(strip_ext(p) for p in glob.glob(os.path.join(
+        os.path.dirname(prefix) or '.', '*.pdopt')) if strip_ext(p) != prefix)
+    return ', '.join(found[-4:]) or 'none'
+
+
+def load_checkpoint(prefix):
+    """-> (weights, training) of a complete, consistent pair; CheckpointError
+    naming the files otherwise."""
+    prefix = strip_ext(prefix)
+    for ext in ('.pdparams', '.pdopt'):
+        if not os.path.isfile(prefix + ext):
+            raise CheckpointError(
+                'cannot resume from {}: {} is missing (a checkpoint needs '
+                'both .pdparams and .pdopt)'.format(prefix, prefix + ext))
+    try:
+        weights = paddle.load(prefix + '.pdparams')
+        training = paddle.load(prefix + '.pdopt')
+    except (pickle.UnpicklingError, EOFError, ValueError, OSError) as e:
+        raise CheckpointError('cannot read checkpoint {}: {}'.format(
+            prefix, e)) from None
+    if not isinstance(training, dict) or 'state' not in training:
+        raise CheckpointError(
+            '{}.pdopt was not written by this toolkit (no training state); '
+            'use --pretrained to start from its weights instead'.format(prefix))
+    want = training.get('params_sha256')
+    if want is not None and want != _sha256(prefix + '.pdparams'):
+        raise CheckpointError(
+            '{0}.pdparams and {0}.pdopt come from different saves (a process '
+            'was stopped while writing {0}): resuming would mix weights of '
+            'one step with the optimizer and position of another. Resume '
+            'from another checkpoint (in that directory: {1}), or start '
+            'from the weights alone with --pretrained {0}'.format(
+                prefix, _others(prefix)))
+    return weights, training
 
 
 def _rename_accumulators(opt_state, mapping):
@@ -55,43 +141,11 @@ def _structured(model):
     return {p.name: n for n, p in model.named_parameters()}
 
 
-def save_checkpoint(prefix, model, optimizer=None, state=None):
-    os.makedirs(os.path.dirname(prefix) or '.', exist_ok=True)
-    atomic_save(model.state_dict(), prefix + '.pdparams')
-    if optimizer is not None:
-        opt = _rename_accumulators(optimizer.state_dict(), _structured(model))
-        atomic_save({'optimizer': opt, 'state': dict(state or {})},
-                    prefix + '.pdopt')
+def optimizer_state(optimizer, model):
+    """The optimizer's state under `model`'s structured parameter names."""
+    return _rename_accumulators(optimizer.state_dict(), _structured(model))
 
 
-def load_checkpoint(prefix, model, optimizer):
-    """Restore weights and optimizer exactly; return the saved training state
-    (epoch, step, best metric, ...)."""
-    prefix = strip_ext(prefix)
-    for ext in ('.pdparams', '.pdopt'):
-        if not os.path.isfile(prefix + ext):
-            raise CheckpointError(
-                'cannot resume from {}: {} is missing (a checkpoint needs '
-                'both .pdparams and .pdopt)'.format(prefix, prefix + ext))
-    try:
-        weights = paddle.load(prefix + '.pdparams')
-        opt = paddle.load(prefix + '.pdopt')
-    except (pickle.UnpicklingError, EOFError, ValueError, OSError) as e:
-        raise CheckpointError('cannot read checkpoint {}: {}'.format(
-            prefix, e)) from None
-    if not isinstance(opt, dict) or 'state' not in opt:
-        raise CheckpointError(
-            '{}.pdopt was not written by this toolkit (no training state); '
-            'use --pretrained to start from its weights instead'.format(prefix))
-    own = model.state_dict()
-    bad = sorted(set(own) ^ set(weights)) + sorted(
-        k for k in set(own) & set(weights)
-        if list(own[k].shape) != list(weights[k].shape))
-    if bad:
-        raise CheckpointError('{}.pdparams does not match the model: {} '
-                              'keys differ, e.g. {}'.format(
-                                  prefix, len(bad), ', '.join(bad[:5])))
-    model.set_state_dict(weights)
+def restore_optimizer(optimizer, model, saved):
     back = {v: k for k, v in _structured(model).items()}
-    optimizer.set_state_dict(_rename_accumulators(opt['optimizer'], back))
-    return opt['state']
+    optimizer.set_state_dict(_rename_accumulators(saved, back))

@@ -15,13 +15,15 @@ import time
 import numpy as np
 import paddle
 import paddle.distributed as dist
-from paddle.io import DistributedBatchSampler
 from ppdet.core.workspace import create
 
-from ..config import activate
+from ..config import ConfigError, activate
+from ..data.loader import build_loader
 from ..data.voc import validate_voc_list
 from ..logger import get_logger
-from .checkpoint import load_checkpoint
+from .callbacks import LogOnly
+from .checkpoint import (CheckpointError, load_checkpoint, optimizer_state,
+                         restore_optimizer, strip_ext)
 from .evaluator import VOCEvaluator
 
 __all__ = ['Trainer', 'NonFiniteLossError', 'set_device']
@@ -42,9 +44,16 @@ def set_device(cfg):
 
 
 def seed_everything(seed):
+    # numpy (and the batch sampler's RandomState) take seeds below 2**32;
+    # reducing keeps every seed valid and small seeds unchanged.
     random.seed(seed)
-    np.random.seed(seed % (2**32))
-    paddle.seed(seed)
+    np.random.seed(seed % 2**32)
+    paddle.seed(seed % 2**32)
+
+
+def epoch_seed(seed, epoch):
+    """The seed of one epoch's data order and augmentation."""
+    return (seed * 100003 + epoch) % 2**32
 
 
 def check_dataset(dataset):
@@ -54,29 +63,10 @@ def check_dataset(dataset):
     report = validate_voc_list(dataset.dataset_dir, dataset.anno_path,
                                os.path.join(dataset.dataset_dir,
                                             dataset.label_list))
+    logger.info(report.format_counts())
     report.raise_if_problems()
     if report.notes:
         logger.warning(report.format_notes())
-
-
-def build_loader(reader, dataset, worker_num):
-    """ppdet's BaseDataLoader.__call__ without its side effect: it starts an
-    iterator (prefetch thread or workers) at once, which draws random numbers
-    concurrently with the first epoch and breaks exact resume. Here the
-    DataLoader is iterated only by the loop, after seeding."""
-    dataset.check_or_download_dataset()
-    dataset.parse_dataset()
-    dataset.set_transform(reader._sample_transforms)
-    dataset.set_kwargs(**reader.kwargs)
-    sampler = DistributedBatchSampler(dataset, batch_size=reader.batch_size,
-                                      shuffle=reader.shuffle,
-                                      drop_last=reader.drop_last)
-    loader = paddle.io.DataLoader(dataset, batch_sampler=sampler,
-                                  collate_fn=reader._batch_transforms,
-                                  num_workers=worker_num, return_list=False,
-                                  use_shared_memory=False)
-    loader.batch_size = reader.batch_size
-    return loader
 
 
 class Trainer:
@@ -92,6 +82,9 @@ class Trainer:
         self.mode = mode
         self.use_gpu = set_device(cfg)
         self.seed = int(cfg.get('seed', 0))
+        if self.seed < 0:
+            raise ConfigError('seed must be a non-negative integer, got '
+                              '{}'.format(self.seed))
         self.output_dir = os.path.join(cfg.get('save_dir', 'output'),
                                        cfg['filename'])
         self.nranks, self.rank = dist.get_world_size(), dist.get_rank()
@@ -116,6 +109,7 @@ class Trainer:
                 self.lr = create('LearningRate')(self.steps_per_epoch)
                 self.optimizer = create('OptimizerBuilder')(self.lr,
                                                             self.detector)
+                self._setup_training_extras()
         self._eval_loader = None
         self.callbacks = []
         self.state = {'epoch': 0, 'step': 0, 'best_map': None,
@@ -141,16 +135,97 @@ class Trainer:
     def _epoch_batches(self, epoch):
         # Data order and augmentation are a function of (seed, epoch) only, so
         # a resumed run sees exactly the batches an uninterrupted one would.
-        seed_everything(self.seed * 100003 + epoch)
-        self.loader.batch_sampler.set_epoch(self.seed * 100003 + epoch)
+        seed_everything(epoch_seed(self.seed, epoch))
+        self.loader.batch_sampler.set_epoch(epoch_seed(self.seed, epoch))
         if hasattr(self.loader.dataset, 'set_epoch'):
             self.loader.dataset.set_epoch(epoch)
         return self.loader
 
     # -- training -----------------------------------------------------------
+    def _setup_training_extras(self):
+        """EMA of the weights (`use_ema`) and AMP loss scaling (`amp`),
+        built once, before a resume restores their state."""
+        cfg = self.cfg
+        self.ema = None
+        if cfg.get('use_ema', False):
+            from ppdet.optimizer.ema import ModelEMA
+            self.ema = ModelEMA(self.detector,
+                                decay=float(cfg.get('ema_decay', 0.9998)),
+                                ema_decay_type=cfg.get('ema_decay_type',
+                                                       'threshold'))
+        self.scaler = None
+        if cfg.get('amp', False):
+            level = cfg.get('amp_level', 'O1')
+            if level not in ('O1', 'O2'):
+                raise ConfigError("amp_level must be 'O1' or 'O2', got "
+                                  "{!r}".format(level))
+            if self.use_gpu and level == 'O2':
+                # O2 keeps float16 weights with float32 master copies in the
+                # optimizer: the model and the optimizer must be decorated.
+                paddle.amp.decorate(models=self.detector,
+                                    optimizers=self.optimizer, level='O2',
+                                    master_weight=True)
+            # Paddle disables the scaler (with a warning) and ignores
+            # auto_cast on CPU: amp is a GPU feature.
+            self.scaler = paddle.amp.GradScaler(
+                enable=self.use_gpu,
+                init_loss_scaling=float(cfg.get('init_loss_scaling', 1024)))
+
+    def checkpoint(self):
+        """(weights, training state) for save_checkpoint: with EMA the
+        averaged weights are what evaluates and exports, and the raw weights
+        travel in the training state."""
+        training = {'optimizer': optimizer_state(self.optimizer,
+                                                 self.detector),
+                    'state': dict(self.state)}
+        weights = self.detector.state_dict()
+        if self.ema is not None:
+            training['model'] = weights
+            training['ema'] = {'state_dict': self.ema.state_dict,
+                               'step': self.ema.step,
+                               'epoch': self.ema.epoch,
+                               'decay': getattr(self.ema, '_decay', None)}
+            weights = self.ema_weights()
+        if self.scaler is not None:
+            training['scaler'] = self.scaler.state_dict()
+        return weights, training
+
+    def ema_weights(self):
+        """The EMA weights, without advancing ppdet's apply() counter."""
+        epoch = self.ema.epoch
+        weights = self.ema.apply()
+        self.ema.epoch = epoch
+        return weights
+
     def resume(self, prefix):
-        self.state.update(load_checkpoint(prefix, self.detector,
-                                          self.optimizer))
+        weights, training = load_checkpoint(prefix)
+        if ('ema' in training) != (self.ema is not None):
+            raise CheckpointError(
+                '{} was saved {} EMA but this run has use_ema: {}; resume '
+                'with the same setting'.format(
+                    strip_ext(prefix), 'with' if 'ema' in training else
+                    'without', self.ema is not None))
+        _set_exactly(self.detector, training.get('model', weights), prefix)
+        restore_optimizer(self.optimizer, self.detector,
+                          training['optimizer'])
+        if self.ema is not None:
+            e = training['ema']
+            self.ema.resume(e['state_dict'], e['step'])
+            self.ema.epoch = e['epoch']
+            if e['decay'] is not None:
+                self.ema._decay = e['decay']
+        saved_scaler = training.get('scaler') or {}
+        if self.scaler is not None and self.scaler.is_enable():
+            if saved_scaler:
+                self.scaler.load_state_dict(saved_scaler)
+            else:
+                logger.info('{} holds no AMP loss scale: starting from '
+                            'init_loss_scaling'.format(strip_ext(prefix)))
+        elif saved_scaler:
+            logger.warning('{} holds an AMP loss scale, but AMP is off in '
+                           'this run: it is not used'.format(
+                               strip_ext(prefix)))
+        self.state.update(training['state'])
         logger.info('Resumed from {}: epoch {}, step {}'.format(
             prefix, self.state['epoch'], self.state['step']))
 
@@ -159,10 +234,8 @@ class Trainer:
         model = self.model
         if self.nranks > 1:  # python -m paddle.distributed.launch ...
             dist.init_parallel_env()
-            model = paddle.DataParallel(model)
-        scaler = paddle.amp.GradScaler(
-            init_loss_scaling=cfg.get('init_loss_scaling', 1024)) \
-            if cfg.get('amp', False) and self.use_gpu else None
+            model = paddle.DataParallel(model, find_unused_parameters=bool(
+                cfg.get('find_unused_parameters', False)))
         epochs = int(cfg['epoch'])
         self.total_steps = epochs * self.steps_per_epoch
         batch_size = self.loader.batch_size
@@ -173,19 +246,25 @@ class Trainer:
             tic = time.time()
             for i, data in enumerate(self._epoch_batches(epoch)):
                 data_time = time.time() - tic
-                outputs = self._forward(model, data, scaler)
+                outputs = self._forward(model, data)
                 loss = outputs['loss']
+                outputs = _resolve_log_only(
+                    outputs, self.is_log_step(self.state['step'] + 1))
                 self._check_finite(outputs)
-                if scaler is not None:
-                    scaled = scaler.scale(loss)
+                if self.scaler is not None:
+                    # A step whose gradients overflow is skipped by the
+                    # scaler (which lowers the scale): normal under AMP.
+                    scaled = self.scaler.scale(loss)
                     scaled.backward()
-                    scaler.minimize(self.optimizer, scaled)
+                    self.scaler.minimize(self.optimizer, scaled)
                 else:
                     loss.backward()
                     self.optimizer.step()
                 lr = self.optimizer.get_lr()
                 self.optimizer.clear_grad()
                 self.lr.step()
+                if self.ema is not None:
+                    self.ema.update()
                 self.state['step'] += 1
                 batch_time = time.time() - tic
                 self._call('on_step_end', {
@@ -212,34 +291,48 @@ class Trainer:
         self._call('on_train_end')
         return self.state
 
-    def _forward(self, model, data, scaler):
+    def _forward(self, model, data):
         try:
-            with paddle.amp.auto_cast(enable=scaler is not None,
-                                      level=self.cfg.get('amp_level', 'O1')):
+            with paddle.amp.auto_cast(
+                    enable=self.scaler is not None and self.use_gpu,
+                    level=self.cfg.get('amp_level', 'O1')):
                 return model(data)
         except (ValueError, RuntimeError) as e:
-            # ppdet's YOLO loss asserts on NaN inputs: the weights diverged.
-            if 'nan' not in str(e).lower():
+            # Non-finite weights make ppdet's loss kernels raise (e.g. the
+            # BCE kernel's "input must be >= 0 ... received -nan"): report
+            # that as divergence. Any other error goes up unchanged.
+            bad = _first_non_finite(self.detector)
+            if bad is None:
                 raise
             raise NonFiniteLossError(
-                'NaN in the forward at step {} (epoch {}): the previous update '
-                'diverged. The last checkpoint in {} is intact. Lower the '
-                'learning rate or the distillation weight.'.format(
-                    self.state['step'] + 1, self.state['epoch'],
-                    self.output_dir)) from None
+                'the weights are not finite at step {} (epoch {}; first: '
+                '{}): the previous update diverged. Nothing was saved from '
+                'it; the last checkpoint in {} is intact. Lower the learning '
+                'rate or the distillation weight.'.format(
+                    self.state['step'] + 1, self.state['epoch'], bad,
+                    self.output_dir)) from e
 
     def _check_finite(self, outputs):
+        """The optimised total `loss` must be finite (log-only outputs such
+        as `teacher_loss` may not be: they do not train anything). The
+        message names every non-finite term, to show where it started."""
+        if math.isfinite(float(outputs['loss'])):
+            return
         bad = {k: float(v) for k, v in outputs.items()
                if isinstance(v, paddle.Tensor) and v.size == 1 and
                not math.isfinite(float(v))}
-        if bad:
-            raise NonFiniteLossError(
-                'non-finite loss at step {} (epoch {}): {}. Nothing was saved '
-                'for this step; the last checkpoint in {} is intact. Lower the '
-                'learning rate or the distillation weight.'.format(
-                    self.state['step'] + 1, self.state['epoch'],
-                    ', '.join('{}={}'.format(k, v) for k, v in bad.items()),
-                    self.output_dir))
+        raise NonFiniteLossError(
+            'non-finite loss at step {} (epoch {}): {}. Nothing was saved '
+            'for this step; the last checkpoint in {} is intact. Lower the '
+            'learning rate or the distillation weight.'.format(
+                self.state['step'] + 1, self.state['epoch'],
+                ', '.join('{}={}'.format(k, v) for k, v in bad.items()),
+                self.output_dir))
+
+    def is_log_step(self, step):
+        """Steps that get a log line: every `log_iter`-th and the last."""
+        return step % int(self.cfg.get('log_iter', 20)) == 0 or \
+            step == self.total_steps
 
     def _call(self, hook, status=None):
         for c in self.callbacks:
@@ -250,11 +343,19 @@ class Trainer:
         loader = self.eval_loader
         evaluator = VOCEvaluator(self.class_names)
         was_training = self.detector.training
+        raw = None
+        if getattr(self, 'ema', None) is not None:  # evaluate what is saved
+            raw = {k: v.clone() for k, v in self.detector.state_dict().items()}
+            self.detector.set_state_dict(self.ema_weights())
         self.detector.eval()
         tic = time.time()
-        with paddle.no_grad():
-            for data in loader:
-                evaluator.update(data, self.detector(data))
+        try:
+            with paddle.no_grad():
+                for data in loader:
+                    evaluator.update(data, self.detector(data))
+        finally:
+            if raw is not None:
+                self.detector.set_state_dict(raw)
         cost = time.time() - tic
         if was_training:
             self.detector.train()
@@ -268,6 +369,39 @@ class Trainer:
                 name, 100 * res['mAP'][name]))
         self._call('on_eval_end', res)
         return res
+
+
+def _resolve_log_only(outputs, logged):
+    """Evaluate LogOnly outputs on a logged step, drop them on the others."""
+    out = {}
+    for k, v in outputs.items():
+        if isinstance(v, LogOnly):
+            v = v() if logged else None
+            if v is None:
+                continue
+        out[k] = v
+    return out
+
+
+def _first_non_finite(model):
+    for name, p in model.state_dict().items():
+        if not bool(paddle.isfinite(p).all()):
+            return name
+    return None
+
+
+def _set_exactly(model, weights, prefix):
+    """Resume needs every weight: names and shapes must equal the model's."""
+    own = model.state_dict()
+    bad = sorted(set(own) ^ set(weights)) + sorted(
+        k for k in set(own) & set(weights)
+        if list(own[k].shape) != list(weights[k].shape))
+    if bad:
+        raise CheckpointError('{}.pdparams does not match the model: {} '
+                              'keys differ, e.g. {}'.format(
+                                  strip_ext(prefix), len(bad),
+                                  ', '.join(bad[:5])))
+    model.set_state_dict(weights)
 
 
 def _read_labels(dataset):
