@@ -319,6 +319,27 @@ def aggregate(summaries):
     return rows
 
 
+def data_fingerprint(opts=()):
+    """Which data the runs read: the training dataset directory and the
+    sha256 of its content, compared with the pinned default demo dataset."""
+    from .config import load_config
+    from .data.demo import DEMO_DIGEST, dataset_digest
+    root = load_config(os.path.join(ROOT, STUDENT), list(opts))[
+        'TrainDataset']['dataset_dir']
+    path = root if os.path.isabs(root) else os.path.join(ROOT, root)
+    try:
+        digest = dataset_digest(path)
+    except OSError:
+        digest = None
+    pinned = digest == DEMO_DIGEST
+    note = '{}, content sha256 {} ({})'.format(
+        root, digest and digest[:16], 'the pinned default demo dataset'
+        if pinned else 'NOT the pinned default demo dataset: results are not '
+        'comparable with the README')
+    return {'dataset_dir': root, 'sha256': digest, 'pinned_default': pinned,
+            'note': note}
+
+
 def _fmt(stat, digits=2):
     if len(stat['values']) < 2:
         return '{:.{d}f}'.format(stat['mean'], d=digits)
@@ -340,7 +361,7 @@ def _timing_line(rows, run_wall_s, bench_wall_s, jobs):
 
 
 def write_report(rows, profile, path, command_line, targets=None,
-                 run_wall_s=None, bench_wall_s=None, jobs=1):
+                 run_wall_s=None, bench_wall_s=None, jobs=1, data_note=None):
     order = [m for m in METHODS if m in rows]
     lines = [
         '# Benchmark: distillation on the demo dataset', '',
@@ -351,6 +372,7 @@ def write_report(rows, profile, path, command_line, targets=None,
         '= (distilled - baseline) / (teacher - baseline) on the means.'.format(
             sorted({s for r in rows.values() for s in r['seeds']})), '',
         _timing_line(rows, run_wall_s, bench_wall_s, jobs), '',
+        'Data: {}.'.format(data_note) if data_note else '', '',
         '| method | mAP 11-point | mAP area | gap recovered (11pt / area) | '
         'train img/s | step time vs baseline | peak RSS (MB) | eval img/s |',
         '|---|---|---|---|---|---|---|---|']

@@ -108,8 +108,12 @@ def to_static_distiller_check(opts=()):
     batch = next(iter(Trainer(cfg, 'train', model=distiller).loader))
     distiller.train()
 
+    from .engine.callbacks import LogOnly
+
     def scalars(out):
-        return {k: float(v) for k, v in out.items() if v.size == 1}
+        out = {k: v() if isinstance(v, LogOnly) else v for k, v in out.items()}
+        return {k: float(v) for k, v in out.items()
+                if isinstance(v, paddle.Tensor) and v.size == 1}
     eager = scalars(distiller(batch))
     try:
         static = scalars(paddle.jit.to_static(distiller, full_graph=True)(

@@ -1,11 +1,8 @@
 """Shared fixtures: a small demo VOC dataset on disk and tiny configs that
 train in seconds on a CPU."""
 import functools
-import http.server
 import os
 import sys
-import threading
-import time
 
 import pytest
 
@@ -77,28 +74,13 @@ def assert_same_results(got, expected):
         assert got['per_class'][name] == same(ap), name
 
 
-class _Handler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-    def do_GET(self):
-        self.server.gets.append(self.path)
-        time.sleep(self.server.delay)
-        super().do_GET()
-
-
-@pytest.fixture
-def http_server(tmp_path):
-    """A loopback HTTP server over tmp_path/'www': yields (server, root,
-    base URL). `server.gets` lists the paths of the GETs it received;
-    `server.delay` (seconds) holds each answer back."""
-    root = tmp_path / 'www'
-    root.mkdir()
-    srv = http.server.ThreadingHTTPServer(
-        ('127.0.0.1', 0), functools.partial(_Handler, directory=str(root)))
-    srv.gets, srv.delay = [], 0
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    yield srv, root, 'http://127.0.0.1:{}/'.format(srv.server_port)
-    srv.shutdown()
-    srv.server_close()
+@pytest.fixture(scope='session')
+def teacher_weights(tmp_path_factory):
+    """A demo teacher checkpoint, freshly initialised (seed 7): enough for
+    the mechanics of distillation."""
+    import paddle
+    from detdistill.config import build_model, load_config
+    path = str(tmp_path_factory.mktemp('teacher') / 'teacher.pdparams')
+    paddle.seed(7)
+    paddle.save(build_model(load_config(TEACHER)).state_dict(), path)
+    return path

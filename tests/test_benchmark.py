@@ -73,6 +73,9 @@ def test_benchmark_end_to_end_in_parallel(demo_voc, tmp_path):
         res = json.load(f)
     assert set(res['methods']) == {'teacher', 'baseline', 'l2'}
     assert all(r['steps'] == 8 for r in res['runs'])  # 32 images / batch 4
+    from detdistill.data.demo import dataset_digest
+    assert res['data']['sha256'] == dataset_digest(demo_voc)
+    assert res['data']['pinned_default'] is False  # 40 images, not the 800
     with open(os.path.join(out, 'runs', 'l2_s0', 'train.log')) as f:
         assert os.path.join('teacher_s0', 'yolov3_r34_demo',
                             'model_final') in f.read()

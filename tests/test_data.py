@@ -129,6 +129,17 @@ def test_demo_is_deterministic(tmp_path):
                            shallow=False)
 
 
+def test_default_demo_dataset_has_the_pinned_content(tmp_path):
+    """The benchmark's data is a fact, not an assumption: the default demo
+    dataset's bytes (images, XML, lists) hash to the committed digest. If
+    this fails on another machine, its numpy/OpenCV write other data and
+    demo results are not comparable with the README's."""
+    from detdistill.data.demo import DEMO_DIGEST, dataset_digest
+    out = str(tmp_path / 'demo')
+    make_demo_voc(out)
+    assert dataset_digest(out) == DEMO_DIGEST
+
+
 def test_demo_round_trips_through_ppdet_reader(demo_voc):
     from ppdet.data.source.voc import VOCDataSet
     ds = VOCDataSet(dataset_dir=demo_voc, image_dir='',

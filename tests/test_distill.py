@@ -19,15 +19,6 @@ from detdistill.distill.pairing import PairingError
 from detdistill.engine import Trainer
 
 
-@pytest.fixture(scope='module')
-def teacher_weights(tmp_path_factory):
-    """A teacher checkpoint (freshly initialised is enough for mechanics)."""
-    path = str(tmp_path_factory.mktemp('teacher') / 'teacher.pdparams')
-    paddle.seed(7)
-    paddle.save(build_model(load_config(TEACHER)).state_dict(), path)
-    return path
-
-
 def _distiller(demo_voc, tmp_path, teacher_weights, *opts):
     import distill  # noqa: F401  (slim/distillation on sys.path below)
     cfg = load_config(STUDENT, tiny_opts(demo_voc, str(tmp_path)) +

@@ -12,17 +12,8 @@ import paddle
 import pytest
 
 from conftest import ROOT, STUDENT, TEACHER, tiny_opts
-from detdistill.config import build_model, load_config
 
 EPOCHS = 6
-
-
-@pytest.fixture(scope='module')
-def teacher_weights(tmp_path_factory):
-    path = str(tmp_path_factory.mktemp('teacher') / 'teacher.pdparams')
-    paddle.seed(7)
-    paddle.save(build_model(load_config(TEACHER)).state_dict(), path)
-    return path
 
 
 @pytest.mark.parametrize('tool', ['train', 'distill'])

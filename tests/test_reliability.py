@@ -26,14 +26,6 @@ def _distill_on_path():
     sys.path.remove(path)
 
 
-@pytest.fixture(scope='module')
-def teacher_weights(tmp_path_factory):
-    path = str(tmp_path_factory.mktemp('teacher') / 'teacher.pdparams')
-    paddle.seed(7)
-    paddle.save(build_model(load_config(TEACHER)).state_dict(), path)
-    return path
-
-
 def _weights(path):
     return {k: v.numpy() for k, v in paddle.load(path).items()}
 

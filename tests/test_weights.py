@@ -15,6 +15,7 @@ import paddle
 import pytest
 
 from conftest import ROOT
+from loopback import http_server  # noqa: F401  (a fixture)
 from detdistill.config import build_model, load_config
 from detdistill.weights import (HEAD_KEYS, WeightsDownloadError,
                                 WeightsFileError, WeightsMismatchError,

@@ -18,6 +18,7 @@ import paddle
 import pytest
 
 from conftest import ROOT, STUDENT, TEACHER, tiny_opts
+from loopback import http_server  # noqa: F401  (a fixture)
 from detdistill.config import build_model, load_config
 from detdistill.weights import (HEAD_KEYS, WeightsFileError,
                                 WeightsMismatchError, load_pretrain,

@@ -55,10 +55,13 @@ def main(argv=None):
     if not args.no_profile and needs_teacher:
         log.info('[benchmark] profiling one step of each kind')
         profile = bm.profile_step(args.out, opts=args.opt)
+    data = bm.data_fingerprint(args.opt)
+    log.info('[benchmark] data: {}'.format(data['note']))
     rows = bm.aggregate(summaries)
     targets = bm.check_targets(rows, profile)
     with open(os.path.join(args.out, 'results.json'), 'w') as f:
-        json.dump({'methods': rows, 'profile': profile, 'targets': [
+        json.dump({'data': data, 'methods': rows, 'profile': profile,
+                   'targets': [
             {'target': t, 'met': ok, 'detail': why} for t, ok, why in targets],
             'runs': [{k: v for k, v in s.items() if k != 'losses'}
                      for s in summaries]}, f, indent=1)
@@ -68,7 +71,8 @@ def main(argv=None):
                     cmd.strip(), targets,
                     run_wall_s=sum(s['wall_s'] for s in summaries
                                    if not s.get('reused')),
-                    bench_wall_s=time.time() - tic, jobs=args.jobs)
+                    bench_wall_s=time.time() - tic, jobs=args.jobs,
+                    data_note=data['note'])
     with open(os.path.join(args.out, 'REPORT.md')) as f:
         print(f.read())
 

@@ -9,7 +9,7 @@ import time
 
 import _path  # noqa: F401
 
-from detdistill.data.demo import make_demo_voc
+from detdistill.data.demo import dataset_digest, make_demo_voc
 from detdistill.data.voc import VOCDataError, format_summary
 
 
@@ -33,8 +33,9 @@ def main(argv=None):
         print('error: {}'.format(e), file=sys.stderr)
         sys.exit(1)
     print(format_summary(summary))
-    print('wrote {} images to {} in {:.1f}s'.format(args.num_images, args.out,
-                                                    time.time() - tic))
+    print('wrote {} images to {} in {:.1f}s; content sha256 {}'.format(
+        args.num_images, args.out, time.time() - tic,
+        dataset_digest(args.out)))
     return summary
 
 
