@@ -32,6 +32,9 @@ KNOWN_KEYS = {
     # distillation (slim/distillation/distill.py)
     'use_fine_grained_loss', 'distill_loss', 'distill_loss_weight',
     'distill_pairs', 'temperature',
+    # unlabeled images (distill.py --unlabeled_list / --unlabeled_dir)
+    'unlabeled_list', 'unlabeled_dir', 'unlabeled_batch_size',
+    'unlabeled_distill_weight',
 }
 # PaddleDetection keys this toolkit does not implement: accepted only when
 # off (runtime.yml lists them), an error when set, so that nobody believes a

@@ -6,6 +6,7 @@ then every rank saves its student weights so the test can compare ranks
 python -m paddle.distributed.launch --nproc_per_node 2 tests/dist_worker.py \
     train|distill OUT_DIR [tool arguments ...]
 """
+import json
 import os
 import sys
 
@@ -22,5 +23,13 @@ if __name__ == '__main__':
     else:
         from distill import main
     trainer = main(sys.argv[3:])
+    rank = paddle.distributed.get_rank()
     paddle.save(trainer.detector.state_dict(), os.path.join(
-        out, 'rank{}.pdparams'.format(paddle.distributed.get_rank())))
+        out, 'rank{}.pdparams'.format(rank)))
+    sampler = trainer.loader.batch_sampler
+    if hasattr(sampler, 'unlabeled'):  # the unlabeled images of epoch 0
+        sampler.start_epoch(0)
+        with open(os.path.join(out, 'unlabeled{}.json'.format(rank)),
+                  'w') as f:
+            json.dump([[i - sampler.offset for i in b if i >= sampler.offset]
+                       for b in sampler], f)

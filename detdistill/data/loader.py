@@ -18,7 +18,7 @@ import numpy as np
 import paddle
 from paddle.io import DistributedBatchSampler
 
-__all__ = ['build_loader', 'PrefetchLoader']
+__all__ = ['build_loader', 'make_loader', 'PrefetchLoader']
 
 _END = object()
 
@@ -100,12 +100,19 @@ def build_loader(reader, dataset, worker_num):
     sampler = DistributedBatchSampler(dataset, batch_size=reader.batch_size,
                                       shuffle=reader.shuffle,
                                       drop_last=reader.drop_last)
+    return make_loader(dataset, sampler, reader._batch_transforms,
+                       worker_num, reader.batch_size)
+
+
+def make_loader(dataset, batch_sampler, collate_fn, worker_num, batch_size):
+    """Our PrefetchLoader, or Paddle's multi-process loader with
+    `worker_num` workers."""
     if worker_num:
         loader = paddle.io.DataLoader(
-            dataset, batch_sampler=sampler,
-            collate_fn=reader._batch_transforms, num_workers=worker_num,
-            return_list=False, use_shared_memory=False)
+            dataset, batch_sampler=batch_sampler, collate_fn=collate_fn,
+            num_workers=worker_num, return_list=False,
+            use_shared_memory=False)
     else:
-        loader = PrefetchLoader(dataset, sampler, reader._batch_transforms)
-    loader.batch_size = reader.batch_size
+        loader = PrefetchLoader(dataset, batch_sampler, collate_fn)
+    loader.batch_size = batch_size
     return loader

@@ -6,6 +6,9 @@ Its `forward` in training mode returns the trainer's loss dict:
   det_loss      = the student's detection loss on labeled data
   distill_loss  = distill_loss_weight * sum over pairs of the loss components
   distill_<c>   = each weighted component, summed over pairs
+  distill_loss_unlabeled = unlabeled_distill_weight * distill_loss_weight *
+                  the same sum on the step's unlabeled batch, if any (added
+                  to `loss`; an unlabeled image has no detection loss)
   teacher_loss  = the teacher's detection loss on the same batch, as a
                   LogOnly output: the trainer computes it only on logged
                   steps (it trains nothing and costs ~5 % of a step)
@@ -37,13 +40,15 @@ DEFAULT_WEIGHTS = {'L2Distill': 100., 'FineGrainedDistill': 1000.,
 
 
 class Distiller(nn.Layer):
-    def __init__(self, student, teacher, loss, pairs=DEFAULT_PAIRS, weight=1.):
+    def __init__(self, student, teacher, loss, pairs=DEFAULT_PAIRS, weight=1.,
+                 unlabeled_weight=1.):
         super().__init__()
         self.student = student
         self.teacher = teacher
         self.distill_loss = loss
         self.pairs = [tuple(p) for p in pairs]
         self.weight = float(weight)
+        self.unlabeled_weight = float(unlabeled_weight)
         self._checked = False
         check_names(student, [s for s, _ in self.pairs], 'the student')
         check_names(teacher, [t for _, t in self.pairs], 'the teacher')
@@ -67,7 +72,19 @@ class Distiller(nn.Layer):
             self.teacher(inputs)
         return rec.outputs
 
-    def forward(self, inputs):
+    def student_outputs(self, inputs):
+        """The student's paired outputs from a training-mode forward that
+        stops after the last paired layer: the detection loss, which needs
+        ground truth, is never reached. Unlike the teacher's, this forward
+        keeps its graph (gradients) and BatchNorm in training mode, exactly
+        as on labeled images; and it needs no knowledge of the architecture
+        (which submodules to call in which order)."""
+        with OutputRecorder(self.student, [s for s, _ in self.pairs],
+                            stop_when_done=True) as rec:
+            self.student(inputs)
+        return rec.outputs
+
+    def forward(self, inputs, unlabeled=None):
         if not self.training:
             return self.student(inputs)
         with OutputRecorder(self.student, [s for s, _ in self.pairs]) as rec:
@@ -75,15 +92,19 @@ class Distiller(nn.Layer):
         t_out = self.teacher_outputs(inputs)
         if not self._checked:
             self._check(rec.outputs, t_out, inputs)
-        parts = collections.OrderedDict()
-        for s, t in self.pairs:
-            for k, v in self.distill_loss(rec.outputs[s], t_out[t]).items():
-                parts[k] = parts[k] + v if k in parts else v
+        parts = self._distill_parts(rec.outputs, t_out)
         out = collections.OrderedDict()
         distill = self.weight * paddle.add_n(list(parts.values()))
         out['loss'] = det['loss'] + distill
         out['det_loss'] = det['loss']
         out['distill_loss'] = distill
+        if unlabeled is not None:
+            parts_u = self._distill_parts(self.student_outputs(unlabeled),
+                                          self.teacher_outputs(unlabeled))
+            distill_u = self.unlabeled_weight * self.weight * paddle.add_n(
+                list(parts_u.values()))
+            out['loss'] = out['loss'] + distill_u
+            out['distill_loss_unlabeled'] = distill_u
         for k, v in parts.items():
             out['distill_' + k] = self.weight * v.detach()
         for k, v in det.items():
@@ -92,6 +113,14 @@ class Distiller(nn.Layer):
         out['teacher_loss'] = LogOnly(
             lambda: self._teacher_loss(t_out, inputs))
         return out
+
+    def _distill_parts(self, s_out, t_out):
+        """Loss components summed over the pairs (unweighted)."""
+        parts = collections.OrderedDict()
+        for s, t in self.pairs:
+            for k, v in self.distill_loss(s_out[s], t_out[t]).items():
+                parts[k] = parts[k] + v if k in parts else v
+        return parts
 
     def _teacher_loss(self, t_out, inputs):
         head = getattr(self.teacher, 'yolo_head', None)
@@ -123,7 +152,7 @@ def build_distiller(cfg, student, teacher):
     """Read the distillation settings of the student config `cfg`:
     use_fine_grained_loss (the seeds' switch), distill_loss (l2 | fine_grained
     | kl, or a registered loss class), distill_loss_weight, distill_pairs,
-    temperature."""
+    temperature, unlabeled_distill_weight."""
     asked = cfg.get('distill_loss')
     name = LOSS_ALIASES.get(asked, asked)
     if cfg.get('use_fine_grained_loss'):
@@ -150,4 +179,8 @@ def build_distiller(cfg, student, teacher):
     logger.info('Distillation: {} x {} on {} pairs ({})'.format(
         name, weight, len(pairs), ', '.join(
             s if s == t else '{}<-{}'.format(s, t) for s, t in pairs)))
-    return Distiller(student, teacher, loss, pairs, weight)
+    unlabeled_weight = cfg.get('unlabeled_distill_weight', 1.)
+    if not isinstance(unlabeled_weight, (int, float)) or unlabeled_weight < 0:
+        raise ConfigError('unlabeled_distill_weight must be a number >= 0, '
+                          'got {!r}'.format(unlabeled_weight))
+    return Distiller(student, teacher, loss, pairs, weight, unlabeled_weight)

@@ -19,6 +19,8 @@ from ppdet.core.workspace import create
 
 from ..config import ConfigError, activate
 from ..data.loader import build_loader
+from ..data.unlabeled import (MixedBatchSampler, build_mixed_loader,
+                              load_unlabeled)
 from ..data.voc import validate_voc_list
 from ..logger import get_logger
 from .callbacks import LogOnly
@@ -97,8 +99,7 @@ class Trainer:
             if mode == 'train':
                 dataset = create('TrainDataset')()
                 check_dataset(dataset)
-                self.loader = build_loader(create('TrainReader'), dataset,
-                                           cfg.get('worker_num', 0))
+                self.loader = self._build_train_loader(dataset)
                 self.steps_per_epoch = len(self.loader)
                 if self.steps_per_epoch < 1:
                     raise ValueError(
@@ -132,11 +133,38 @@ class Trainer:
             self.class_names = _read_labels(dataset)
         return self._eval_loader
 
+    def _build_train_loader(self, dataset):
+        """The labeled loader, or with `unlabeled_list` / `unlabeled_dir`
+        (distillation only) one yielding (labeled, unlabeled) batches."""
+        reader = create('TrainReader')
+        workers = self.cfg.get('worker_num', 0)
+        if not (self.cfg.get('unlabeled_list') or
+                self.cfg.get('unlabeled_dir')):
+            return build_loader(reader, dataset, workers)
+        if not hasattr(self.model, 'student'):
+            raise ConfigError(
+                'unlabeled images (unlabeled_list, unlabeled_dir) train by '
+                'distillation only: use slim/distillation/distill.py')
+        paths = load_unlabeled(self.cfg, dataset.dataset_dir, logger)
+        size = self.cfg.get('unlabeled_batch_size')
+        size = reader.batch_size if size is None else size
+        if not isinstance(size, int) or size < 1:
+            raise ConfigError('unlabeled_batch_size must be a positive '
+                              'integer, got {!r}'.format(size))
+        logger.info('Each step reads {} labeled and {} unlabeled images per '
+                    'rank'.format(reader.batch_size, size))
+        return build_mixed_loader(
+            reader, dataset, workers, paths, size,
+            lambda epoch: epoch_seed(self.seed, epoch))
+
     def _epoch_batches(self, epoch):
         # Data order and augmentation are a function of (seed, epoch) only, so
         # a resumed run sees exactly the batches an uninterrupted one would.
         seed_everything(epoch_seed(self.seed, epoch))
-        self.loader.batch_sampler.set_epoch(epoch_seed(self.seed, epoch))
+        if isinstance(self.loader.batch_sampler, MixedBatchSampler):
+            self.loader.batch_sampler.start_epoch(epoch)
+        else:
+            self.loader.batch_sampler.set_epoch(epoch_seed(self.seed, epoch))
         if hasattr(self.loader.dataset, 'set_epoch'):
             self.loader.dataset.set_epoch(epoch)
         return self.loader
@@ -296,6 +324,8 @@ class Trainer:
             with paddle.amp.auto_cast(
                     enable=self.scaler is not None and self.use_gpu,
                     level=self.cfg.get('amp_level', 'O1')):
+                if isinstance(data, (tuple, list)):  # labeled, unlabeled
+                    return model(*data)
                 return model(data)
         except (ValueError, RuntimeError) as e:
             # Non-finite weights make ppdet's loss kernels raise (e.g. the

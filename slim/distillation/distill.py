@@ -3,6 +3,7 @@
 python slim/distillation/distill.py -c STUDENT.yml -t TEACHER.yml \
     --teacher_pretrained URL_OR_PATH [-o use_fine_grained_loss=true ...] \
     [-r CKPT] [--eval] [--use_vdl --vdl_log_dir DIR] [--pretrained W]
+    [--unlabeled_list FILE] [--unlabeled_dir DIR]
 
 Everything but the teacher behaves as tools/train.py does on the student
 config: same -o overrides, outputs, checkpoints and evaluation.
@@ -30,6 +31,12 @@ def parse_args(argv=None):
                         'into a cache)')
     p.add_argument('--temperature', type=float, default=None,
                    help='softening temperature of the kl loss')
+    p.add_argument('--unlabeled_list', default=None,
+                   help='extra images without labels, distilled only: one '
+                        'path per line, relative to TrainDataset.dataset_dir '
+                        '(split_voc.py --unlabeled writes unlabeled.txt)')
+    p.add_argument('--unlabeled_dir', default=None,
+                   help='extra images without labels: every image in DIR')
     return p.parse_args(argv)
 
 
@@ -37,8 +44,9 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     cfg = load_config(args.config, args.opt)
-    if args.temperature is not None:
-        cfg['temperature'] = args.temperature
+    for key in ('temperature', 'unlabeled_list', 'unlabeled_dir'):
+        if getattr(args, key) is not None:
+            cfg[key] = getattr(args, key)
     tcfg = load_config(args.teacher_config)
     set_device(cfg)
     # Seed, then build the student first: same initialisation as
