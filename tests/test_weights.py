@@ -1,21 +1,21 @@
 """detdistill.weights on real (tiny) Paddle models: every mismatch is
 reported or refused, never silent; URLs download once into a cache with
 checksums; unreachable URLs and unreadable files give one clear error."""
-import functools
 import hashlib
-import http.server
 import io
 import os
 import socket
+import subprocess
+import sys
 import tarfile
-import threading
 import time
 
 import numpy as np
 import paddle
 import pytest
 
-import conftest  # noqa: F401  puts the repository root on sys.path
+from conftest import ROOT
+from loopback import http_server  # noqa: F401  (a fixture)
 from detdistill.config import build_model, load_config
 from detdistill.weights import (HEAD_KEYS, WeightsDownloadError,
                                 WeightsFileError, WeightsMismatchError,
@@ -212,12 +212,15 @@ def test_unreadable_files_are_named(tiny, tmp_path):
     paddle.save({'epoch': 3}, str(tmp_path / 'meta.pdparams'))
     with pytest.raises(WeightsFileError, match='holds no weights'):
         read_state_dict(str(tmp_path / 'meta.pdparams'))
-    # a static-graph era archive is recognised, not mistaken for a pickle
+    # a static-graph era archive is recognised, not mistaken for a pickle,
+    # and a damaged member is named with the field that is short
     with tarfile.open(tmp_path / 'yolov3_r34_voc.tar', 'w') as tar:
         info = tarfile.TarInfo('yolov3_r34_voc/conv1_weights')
         info.size = 4
         tar.addfile(info, io.BytesIO(b'\0' * 4))
-    with pytest.raises(WeightsFileError, match='static-graph tar'):
+    with pytest.raises(WeightsFileError, match=r'yolov3_r34_voc.tar \(member '
+                       r'yolov3_r34_voc/conv1_weights\): truncated in LoD '
+                       r'level count: 4 bytes, 12 needed at offset 4'):
         read_state_dict(str(tmp_path / 'yolov3_r34_voc.tar'))
     with pytest.raises(FileNotFoundError, match='nope.pdparams'):
         resolve_weights(str(tmp_path / 'nope'))
@@ -225,23 +228,11 @@ def test_unreadable_files_are_named(tiny, tmp_path):
 
 # -- downloads --------------------------------------------------------------
 
-class _Quiet(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture
-def server(tmp_path):
-    root = tmp_path / 'www'
-    root.mkdir()
+def server(http_server):
+    srv, root, base = http_server
     (root / 'w.pdparams').write_bytes(b'weights v1' * 1000)
-    srv = http.server.ThreadingHTTPServer(
-        ('127.0.0.1', 0), functools.partial(_Quiet, directory=str(root)))
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    yield srv, root, 'http://127.0.0.1:{}/'.format(srv.server_port)
-    srv.shutdown()
-    srv.server_close()
+    return srv, root, base
 
 
 def _cached_files(cache):
@@ -328,3 +319,77 @@ def test_file_urls_and_loading_from_a_url(tiny, tmp_path):
     assert np.array_equal(_state(model)[BACKBONE_KEY], saved[BACKBONE_KEY])
     with pytest.raises(WeightsDownloadError, match='cannot download file:'):
         resolve_weights((tmp_path / 'none.pdparams').as_uri(), cache)
+
+
+# -- several processes, one download ----------------------------------------
+
+_RANK = """
+import os, sys, time
+from detdistill.weights import resolve_weights
+url, cache, go = sys.argv[1:]
+print('ready', flush=True)
+while not os.path.exists(go):
+    time.sleep(0.01)
+print(resolve_weights(url, cache, progress=False), flush=True)
+"""
+
+
+def test_processes_asking_at_once_download_once(server, tmp_path):
+    """Two ranks of a distributed job (two processes, one cache) start the
+    same download together: one GET reaches the server, the other process
+    waits and uses the finished file."""
+    srv, root, base = server
+    srv.delay = 1.0  # the first answer is slow: the second asks meanwhile
+    cache, go = str(tmp_path / 'cache'), str(tmp_path / 'go')
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    procs = [subprocess.Popen(
+        [sys.executable, '-c', _RANK, base + 'w.pdparams', cache, go],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        for _ in range(2)]
+    for p in procs:  # both have imported paddle and wait at the line
+        while p.stdout.readline() not in ('ready\n', ''):
+            pass  # ppdet's import warnings
+    open(go, 'w').close()
+    results = [p.communicate(timeout=120) for p in procs]
+    for p, (out, err) in zip(procs, results):
+        assert p.returncode == 0, err
+    paths = [out.strip().splitlines()[-1] for out, _ in results]
+    assert paths[0] == paths[1] and paths[0].startswith(cache)
+    assert srv.gets == ['/w.pdparams']
+    assert open(paths[0], 'rb').read() == (root / 'w.pdparams').read_bytes()
+    assert sum('Waiting for ' in out for out, _ in results) == 1
+    assert _cached_files(cache) == [  # no lock or temporary file left
+        os.path.relpath(paths[0], cache),
+        os.path.relpath(paths[0], cache) + '.sha256']
+
+
+def test_a_stuck_download_elsewhere_is_an_error_not_a_hang(server, tmp_path):
+    """Another process holds the download lock and its temporary file does
+    not grow: give up with a message naming it, without a GET."""
+    srv, root, base = server
+    cache = str(tmp_path / 'cache')
+    url = base + 'w.pdparams'
+    dest = os.path.dirname(resolve_weights(url, str(tmp_path / 'probe'),
+                                           progress=False))
+    folder = os.path.join(cache, os.path.basename(dest))
+    os.makedirs(folder)
+    lock = os.path.join(folder, 'w.pdparams.lock')
+    holder = subprocess.Popen(
+        [sys.executable, '-c', 'import fcntl, sys, time\n'
+         'f = open(sys.argv[1], "w"); fcntl.flock(f, fcntl.LOCK_EX)\n'
+         'f.write("4242"); f.flush(); print("locked", flush=True)\n'
+         'time.sleep(60)', lock], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == 'locked\n'
+        t0 = time.time()
+        with pytest.raises(WeightsDownloadError) as e:
+            resolve_weights(url, cache, timeout=0.5, progress=False)
+        waited = time.time() - t0
+    finally:
+        holder.kill()
+        holder.wait()
+    assert 'process 4242 has been downloading it into {}'.format(
+        os.path.join(folder, 'w.pdparams')) in str(e.value)
+    assert 'for 3 s without progress' in str(e.value)
+    assert 3 <= waited < 10
+    assert srv.gets == ['/w.pdparams']  # only the probe's

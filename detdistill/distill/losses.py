@@ -143,14 +143,16 @@ class KLDistill(nn.Layer):
                                                       (cls_form='bernoulli')
       obj = mean_{N,A,H,W} T² KL(Bern(σ(t_obj/T)) ‖ Bern(σ(s_obj/T)))
       reg = the objectness-gated box term of FineGrainedDistill
-    YOLOv3 scores classes with independent sigmoids (multi-label), which the
-    Bernoulli form matches; the softmax form compares only the relative class
-    scores. The default is the one the benchmark measured better (README).
+    YOLOv3 scores classes with independent sigmoids (multi-label) and trains
+    them with per-class BCE, which the Bernoulli form (the default) matches;
+    the softmax form keeps only the relative class scores and drops how sure
+    the teacher is of any class. Measured on the demo (one seed, README): the
+    Bernoulli form 3.95 mAP, the softmax form 2.22.
     Computed from log_softmax / log_sigmoid, so saturated logits stay finite.
     """
     __shared__ = ['num_classes']
 
-    def __init__(self, num_classes=80, temperature=1.0, cls_form='softmax'):
+    def __init__(self, num_classes=80, temperature=1.0, cls_form='bernoulli'):
         super().__init__()
         if cls_form not in ('softmax', 'bernoulli'):
             raise ValueError("cls_form must be 'softmax' or 'bernoulli', got "
