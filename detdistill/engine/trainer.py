@@ -250,8 +250,9 @@ class Trainer:
                 logger.info('{} holds no AMP loss scale: starting from '
                             'init_loss_scaling'.format(strip_ext(prefix)))
         elif saved_scaler:
-            logger.warning('{} holds an AMP loss scale, but AMP is off in '
-                           'this run: it is not used'.format(
+            logger.warning('{} holds an AMP loss scale, but this run has no '
+                           'active loss scaler (amp off, or a CPU, where '
+                           'Paddle disables it): it is not used'.format(
                                strip_ext(prefix)))
         self.state.update(training['state'])
         logger.info('Resumed from {}: epoch {}, step {}'.format(
