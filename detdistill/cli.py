@@ -6,7 +6,8 @@ import sys
 
 from .logger import get_logger
 
-__all__ = ['ArgsParser', 'TrainArgsParser', 'run_training', 'main_guard']
+__all__ = ['ArgsParser', 'TrainArgsParser', 'load_detector', 'run_training',
+           'main_guard']
 
 
 class ArgsParser(argparse.ArgumentParser):
@@ -35,6 +36,19 @@ class TrainArgsParser(ArgsParser):
         self.add_argument('--use_vdl', action='store_true',
                           help='VisualDL scalars')
         self.add_argument('--vdl_log_dir', default='vdl_log_dir/scalar')
+
+
+def load_detector(args):
+    """-c/-o -> (config, its detector on the configured device with the
+    config's `weights` loaded): what the inference-side tools start with."""
+    from .config import build_model, load_config
+    from .engine import set_device
+    from .weights import load_weights
+    cfg = load_config(args.config, args.opt)
+    set_device(cfg)
+    detector = build_model(cfg)
+    load_weights(detector, cfg['weights'])
+    return cfg, detector
 
 
 def run_training(trainer, args):

@@ -9,12 +9,9 @@ import os
 
 import _path  # noqa: F401
 
-from detdistill.cli import ArgsParser, main_guard
-from detdistill.config import build_model, load_config
+from detdistill.cli import ArgsParser, load_detector, main_guard
 from detdistill.deploy.export import export
-from detdistill.engine import set_device
 from detdistill.infer import list_images
-from detdistill.weights import load_weights
 
 
 def parse_args(argv=None):
@@ -34,10 +31,7 @@ def parse_args(argv=None):
 @main_guard
 def main(argv=None):
     args = parse_args(argv)
-    cfg = load_config(args.config, args.opt)
-    set_device(cfg)
-    detector = build_model(cfg)
-    load_weights(detector, cfg['weights'])
+    cfg, detector = load_detector(args)
     images = list_images(infer_dir=args.check_dir)[:4] if args.check_dir \
         else None
     save_dir = os.path.join(args.output_dir, cfg['filename'])

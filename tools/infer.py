@@ -9,12 +9,9 @@ import os
 
 import _path  # noqa: F401
 
-from detdistill.cli import ArgsParser, main_guard
-from detdistill.config import build_model, load_config
-from detdistill.engine import set_device
+from detdistill.cli import ArgsParser, load_detector, main_guard
 from detdistill.infer import draw_detections, list_images, predict
 from detdistill.logger import get_logger
-from detdistill.weights import load_weights
 
 
 def parse_args(argv=None):
@@ -42,10 +39,7 @@ def read_label_list(cfg):
 
 
 def _dygraph(args, images):
-    cfg = load_config(args.config, args.opt)
-    set_device(cfg)
-    detector = build_model(cfg)
-    load_weights(detector, cfg['weights'])
+    cfg, detector = load_detector(args)
     return predict(cfg, detector, images), read_label_list(cfg), 0.5
 
 

@@ -8,14 +8,11 @@ from the label list of the config's TestDataset (anno_path).
 """
 import _path  # noqa: F401
 
-from detdistill.cli import ArgsParser, main_guard
-from detdistill.config import build_model, load_config
+from detdistill.cli import ArgsParser, load_detector, main_guard
 from detdistill.data.voc import read_label_list
-from detdistill.engine import set_device
 from detdistill.infer import list_images
 from detdistill.logger import get_logger
 from detdistill.pseudo_label import write_pseudo_labels
-from detdistill.weights import load_weights
 
 
 def parse_args(argv=None):
@@ -31,10 +28,7 @@ def parse_args(argv=None):
 @main_guard
 def main(argv=None):
     args = parse_args(argv)
-    cfg = load_config(args.config, args.opt)
-    set_device(cfg)
-    detector = build_model(cfg)
-    load_weights(detector, cfg['weights'])
+    cfg, detector = load_detector(args)
     names = read_label_list(cfg['TestDataset']['anno_path'])
     written = write_pseudo_labels(cfg, detector, list_images(
         infer_dir=args.infer_dir), names, args.out_dir, args.threshold)
