@@ -22,40 +22,102 @@ from .logger import get_logger
 
 logger = get_logger()
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-STUDENT = 'configs/demo/yolov3_mobilenet_v1_demo.yml'
-TEACHER = 'configs/demo/yolov3_r34_demo.yml'
+# A method is (tool, role, -o overrides): role picks the profile's student or
+# teacher config. A new row is one line here.
 METHODS = {
-    'teacher': ('train', TEACHER, []),
-    'baseline': ('train', STUDENT, []),
-    'l2': ('distill', STUDENT, ['distill_loss=l2']),
-    'fine_grained': ('distill', STUDENT, ['use_fine_grained_loss=true']),
-    'kl': ('distill', STUDENT, ['distill_loss=kl']),
-    'kl_softmax': ('distill', STUDENT, ['distill_loss=kl',
-                                        'KLDistill.cls_form=softmax']),
+    'teacher': ('train', 'teacher', []),
+    'baseline': ('train', 'student', []),
+    'l2': ('distill', 'student', ['distill_loss=l2']),
+    'fine_grained': ('distill', 'student', ['use_fine_grained_loss=true']),
+    'fine_grained_soft': ('distill', 'student', [
+        'use_fine_grained_loss=true', 'FineGrainedDistill.obj_target=soft']),
+    'kl': ('distill', 'student', ['distill_loss=kl']),
+    'kl_softmax': ('distill', 'student', ['distill_loss=kl',
+                                          'KLDistill.cls_form=softmax']),
 }
+# The loss-weight sweep (issue 15): each loss at 10 / 100 / 1000 (its default
+# row is the one without a suffix).
+for _loss, _default in (('l2', 100), ('fine_grained', 1000)):
+    for _w in (10, 100, 1000):
+        if _w != _default:
+            METHODS['{}_w{}'.format(_loss, _w)] = METHODS[_loss][:2] + (
+                METHODS[_loss][2] + ['distill_loss_weight={}'.format(_w)],)
 # Issue #11: half of the demo's training images keep their labels, the other
 # half is given without (same seeds, same budget: the epochs run over the
 # labeled half). Not in the default run; files by write_half_split.
 HALF_LABELED, HALF_UNLABELED = 'trainval_half.txt', 'unlabeled_half.txt'
 _HALF = ['TrainDataset.anno_path=' + HALF_LABELED]
 METHODS.update({
-    'baseline_half': ('train', STUDENT, _HALF),
-    'l2_half': ('distill', STUDENT, ['distill_loss=l2'] + _HALF),
-    'l2_half_unlabeled': ('distill', STUDENT, ['distill_loss=l2'] + _HALF + [
+    'baseline_half': ('train', 'student', _HALF),
+    'l2_half': ('distill', 'student', ['distill_loss=l2'] + _HALF),
+    'l2_half_unlabeled': ('distill', 'student', ['distill_loss=l2'] + _HALF + [
         'unlabeled_list={dataset_dir}/' + HALF_UNLABELED]),
 })
-DEFAULT_METHODS = [m for m in METHODS if not m.endswith(
-    ('_half', '_half_unlabeled'))]
 # The baseline each row's gap is measured from.
 BASELINE_OF = {'l2_half': 'baseline_half',
                'l2_half_unlabeled': 'baseline_half'}
-# Relative cost of one run (measured wall time: teacher 1600 steps ~690 s,
-# student 960 steps ~180 s, distill ~320 s), for the ETA and the start order.
-COST = {'teacher': 3.8, 'baseline': 1.0, 'l2': 1.75, 'fine_grained': 1.75,
-        'kl': 1.75, 'kl_softmax': 1.75,
-        # estimates, not measured: half the steps; unlabeled adds a forward
-        # and backward of the student and a teacher forward per step
-        'baseline_half': 0.5, 'l2_half': 0.9, 'l2_half_unlabeled': 1.6}
+
+_CONVERGED_B = ['{}.dataset_dir=dataset/converged_b_voc'.format(d) for d in
+                ('TrainDataset', 'EvalDataset')] + [
+    'TestDataset.anno_path=dataset/converged_b_voc/label_list.txt',
+    'num_classes=4']
+# A profile: the configs in the student and teacher roles, the -o overrides
+# of every run, the runs a bare `--profile P` makes, where its report goes,
+# the relative cost of a run of each kind (ETA and start order: measured
+# wall times, see the comments) and the targets its report checks.
+PROFILES = {
+    # The quick main job: 960 student steps, far from convergence.
+    'demo': dict(
+        student='configs/demo/yolov3_mobilenet_v1_demo.yml',
+        teacher='configs/demo/yolov3_r34_demo.yml', opts=[],
+        data='dataset/demo_voc', make_data=[],
+        methods=['teacher', 'baseline', 'l2', 'fine_grained', 'kl',
+                 'kl_softmax'], out='benchmark', budget_min=40,
+        # teacher 1600 steps ~690 s, student 960 steps ~180 s, distill ~320 s
+        cost={'teacher': 3.8, 'train': 1.0, 'distill': 1.75}, targets={}),
+    # Issue 15: students trained to their plateau on data they can learn.
+    'converged': dict(
+        student='configs/converged/yolov3_mobilenet_v1_converged.yml',
+        teacher='configs/converged/yolov3_r34_converged.yml', opts=[],
+        data='dataset/converged_voc',
+        make_data=['--profile', 'converged', '--num_images', '1000'],
+        methods=['teacher', 'baseline', 'l2', 'fine_grained',
+                 'fine_grained_soft', 'l2_w10', 'l2_w1000',
+                 'fine_grained_w10', 'fine_grained_w100'],
+        out='benchmark/converged', budget_min=120,
+        cost={'teacher': 3.0, 'train': 1.0, 'distill': 1.3},
+        targets=dict(teacher_min=40., teacher_margin=10., plateau_gain=1.)),
+    # The second dataset, drawn differently, with the chosen defaults.
+    'converged_b': dict(
+        student='configs/converged/yolov3_mobilenet_v1_converged.yml',
+        teacher='configs/converged/yolov3_r34_converged.yml',
+        opts=_CONVERGED_B, data='dataset/converged_b_voc',
+        make_data=['--profile', 'converged_b', '--num_images', '1000',
+                   '--seed', '1'],
+        methods=['teacher', 'baseline', 'l2', 'fine_grained'],
+        out='benchmark/converged_b', budget_min=60,
+        cost={'teacher': 3.0, 'train': 1.0, 'distill': 1.3},
+        targets=dict(teacher_min=40., teacher_margin=10., plateau_gain=1.)),
+}
+DEFAULT_METHODS = PROFILES['demo']['methods']
+# Rows that cost a different share of their kind's run (estimates: half the
+# steps; unlabeled adds a student and a teacher pass per step).
+COST_SCALE = {'baseline_half': 0.5, 'l2_half': 0.5, 'l2_half_unlabeled': 0.9}
+
+
+def cost(method, profile='demo'):
+    tool, role, _ = METHODS[method]
+    kind = 'teacher' if role == 'teacher' else tool
+    return PROFILES[profile]['cost'][kind] * COST_SCALE.get(method, 1.)
+
+
+def config_of(method, profile='demo'):
+    return PROFILES[profile][METHODS[method][1]]
+
+
+def profile_opts(profile, opts=()):
+    """The profile's overrides, then the user's (which win)."""
+    return list(PROFILES[profile]['opts']) + list(opts)
 
 
 def _cfg_name(path):
@@ -66,15 +128,16 @@ def run_dir(out, method, seed):
     return os.path.join(out, 'runs', '{}_s{}'.format(method, seed))
 
 
-def teacher_weights(out, seed=0):
-    return os.path.join(run_dir(out, 'teacher', seed), _cfg_name(TEACHER),
-                        'model_final')
+def teacher_weights(out, seed=0, profile='demo'):
+    return os.path.join(run_dir(out, 'teacher', seed), _cfg_name(
+        PROFILES[profile]['teacher']), 'model_final')
 
 
-def dataset_dir(opts=()):
+def dataset_dir(opts=(), profile='demo'):
     """The training dataset directory of the runs (with the -o overrides)."""
     from .config import load_config
-    return load_config(os.path.join(ROOT, STUDENT), list(opts))[
+    return load_config(os.path.join(ROOT, PROFILES[profile]['student']),
+                       profile_opts(profile, opts))[
         'TrainDataset']['dataset_dir']
 
 
@@ -96,21 +159,26 @@ def write_half_split(data_dir, seed=0):
                  ''.join(lines[i].split()[0] + '\n' for i in unlabeled))
 
 
-def command(method, seed, out, opts=()):
-    tool, cfg, extra = METHODS[method]
+def command(method, seed, out, opts=(), profile='demo'):
+    tool, _, extra = METHODS[method]
+    cfg = config_of(method, profile)
     if any('{dataset_dir}' in e for e in extra):
-        extra = [e.format(dataset_dir=dataset_dir(opts)) for e in extra]
+        extra = [e.format(dataset_dir=dataset_dir(opts, profile))
+                 for e in extra]
     script = 'tools/train.py' if tool == 'train' else \
         'slim/distillation/distill.py'
     cmd = [sys.executable, script, '-c', cfg]
     if tool == 'distill':
-        cmd += ['-t', TEACHER, '--teacher_pretrained', teacher_weights(out)]
+        cmd += ['-t', PROFILES[profile]['teacher'], '--teacher_pretrained',
+                teacher_weights(out, 0, profile)]
+    popts = profile_opts(profile, opts)
+    # The teacher takes the profile's data overrides, not a method's.
     cmd += ['--eval', '-o', 'save_dir=' + run_dir(out, method, seed),
-            'seed={}'.format(seed)] + list(extra) + list(opts)
+            'seed={}'.format(seed)] + list(extra) + popts
     return cmd
 
 
-def run_one(method, seed, out, opts=(), reuse=True):
+def run_one(method, seed, out, opts=(), reuse=True, profile='demo'):
     """Train (or reuse) one run; return its summary."""
     d = run_dir(out, method, seed)
     summary_path = os.path.join(d, 'summary.json')
@@ -119,10 +187,10 @@ def run_one(method, seed, out, opts=(), reuse=True):
             return dict(json.load(f), reused=True)
     os.makedirs(d, exist_ok=True)
     if method in BASELINE_OF or method == 'baseline_half':
-        write_half_split(os.path.join(ROOT, dataset_dir(opts)))
+        write_half_split(os.path.join(ROOT, dataset_dir(opts, profile)))
     rss_file = os.path.join(d, 'peak_rss_kb.txt')
     cmd = ['/usr/bin/time', '-f', '%M', '-o', rss_file] + \
-        command(method, seed, out, opts)
+        command(method, seed, out, opts, profile)
     tic = time.time()
     with open(os.path.join(d, 'train.log'), 'w') as log:
         proc = subprocess.run(cmd, cwd=ROOT, stdout=log,
@@ -130,7 +198,7 @@ def run_one(method, seed, out, opts=(), reuse=True):
     if proc.returncode != 0:
         raise RuntimeError('{} seed {} failed (exit {}); see {}'.format(
             method, seed, proc.returncode, os.path.join(d, 'train.log')))
-    cfg = METHODS[method][1]
+    cfg = config_of(method, profile)
     hist = read_history(os.path.join(d, _cfg_name(cfg), 'history.jsonl'))
     train = [r for r in hist if r['kind'] == 'train']
     evals = [r for r in hist if r['kind'] == 'eval']
@@ -167,15 +235,15 @@ def plan(methods, seeds):
     teachers.sort(key=lambda s: s != 0)
     runs = [('teacher', s) for s in teachers] + [
         (m, s) for m in methods if m != 'teacher' for s in seeds]
-    runs = runs[:1] + sorted(runs[1:], key=lambda r: -COST[r[0]])
+    runs = runs[:1] + sorted(runs[1:], key=lambda r: -cost(r[0]))
     needs = {r: {('teacher', 0)} if METHODS[r[0]][0] == 'distill' else set()
              for r in runs}
     return runs, needs
 
 
-def _progress(out, run):
+def _progress(out, run, profile='demo'):
     """(step, total_steps) of a running run, from its history.jsonl."""
-    cfg = METHODS[run[0]][1]
+    cfg = config_of(run[0], profile)
     hist = read_history(os.path.join(run_dir(out, *run), _cfg_name(cfg),
                                      'history.jsonl'))
     train = [r for r in hist if r['kind'] == 'train' and 'total_steps' in r]
@@ -204,7 +272,8 @@ def simulate_eta(pending, needs, busy, jobs, seconds):
     return max(free, default=0.)
 
 
-def run_all(methods, seeds, out, opts=(), jobs=1, reuse=True, heartbeat=60):
+def run_all(methods, seeds, out, opts=(), jobs=1, reuse=True, heartbeat=60,
+            profile='demo'):
     """Train every planned run, `jobs` at a time (a CPU run uses one core:
     see benchmark/PROFILE.md), logging progress and an ETA every `heartbeat`
     seconds and at each finished run. Returns the summaries in plan order."""
@@ -215,21 +284,22 @@ def run_all(methods, seeds, out, opts=(), jobs=1, reuse=True, heartbeat=60):
 
     def report(finished=None):
         now = time.time()
-        progress = {r: _progress(out, r) for r in running.values()}
+        progress = {r: _progress(out, r, profile) for r in running.values()}
+        units = {r: cost(r[0], profile) for r in runs}
         # Seconds per COST unit: from finished runs, else from running ones.
-        trained = [(s['wall_s'], COST[r[0]]) for r, s in done.items()
+        trained = [(s['wall_s'], units[r]) for r, s in done.items()
                    if not s.get('reused')]
         trained += [] if trained else [
-            (now - started[r], COST[r[0]] * step / total)
+            (now - started[r], units[r] * step / total)
             for r, (step, total) in progress.items() if total and step]
         unit = sum(t for t, _ in trained) / sum(c for _, c in trained) \
             if trained else None
         eta = '?'
         if unit:
-            busy = {r: COST[r[0]] * unit * (1 - step / total if total else 1)
+            busy = {r: units[r] * unit * (1 - step / total if total else 1)
                     for r, (step, total) in progress.items()}
             eta = '{:.0f}s'.format(simulate_eta(
-                pending, needs, busy, jobs, lambda r: COST[r[0]] * unit))
+                pending, needs, busy, jobs, lambda r: units[r] * unit))
         head = '{} seed {}: mAP 11pt {:.2f} area {:.2f} | '.format(
             finished[0], finished[1],
             100 * done[finished]['mAP']['11point'],
@@ -252,7 +322,7 @@ def run_all(methods, seeds, out, opts=(), jobs=1, reuse=True, heartbeat=60):
                         r[0], r[1], run_dir(out, *r)))
                     started[r] = time.time()
                     running[pool.submit(run_one, r[0], r[1], out, opts,
-                                        reuse)] = r
+                                        reuse, profile)] = r
             finished, _ = concurrent.futures.wait(
                 running, timeout=heartbeat,
                 return_when=concurrent.futures.FIRST_COMPLETED)
@@ -267,7 +337,7 @@ def run_all(methods, seeds, out, opts=(), jobs=1, reuse=True, heartbeat=60):
     return [done[r] for r in runs]
 
 
-def profile_step(out, repeats=10, opts=()):
+def profile_step(out, repeats=10, opts=(), profile='demo'):
     """Seconds per step of: student train step, teacher inference forward,
     distill step (l2), and the distillation loss alone (forward + backward),
     measured round-robin in this process."""
@@ -276,11 +346,14 @@ def profile_step(out, repeats=10, opts=()):
     from .distill.distiller import build_distiller
     from .engine import Trainer
     from .weights import load_weights
-    cfg = load_config(os.path.join(ROOT, STUDENT), list(opts))
-    tcfg = load_config(os.path.join(ROOT, TEACHER))
+    prof = PROFILES[profile]
+    cfg = load_config(os.path.join(ROOT, prof['student']),
+                      profile_opts(profile, opts))
+    tcfg = load_config(os.path.join(ROOT, prof['teacher']),
+                       list(prof['opts']))
     paddle.set_device('cpu')
     student, teacher = build_model(cfg), build_model(tcfg)
-    load_weights(teacher, teacher_weights(out))
+    load_weights(teacher, teacher_weights(out, 0, profile))
     distiller = build_distiller(cfg, student, teacher)
     trainer = Trainer(cfg, 'train', model=distiller)
     batch = next(iter(trainer.loader))
@@ -371,23 +444,21 @@ def aggregate(summaries):
     return rows
 
 
-def data_fingerprint(opts=()):
+def data_fingerprint(opts=(), profile='demo'):
     """Which data the runs read: the training dataset directory and the
-    sha256 of its content, compared with the pinned default demo dataset."""
-    from .config import load_config
-    from .data.demo import DEMO_DIGEST, dataset_digest
-    root = load_config(os.path.join(ROOT, STUDENT), list(opts))[
-        'TrainDataset']['dataset_dir']
+    sha256 of its content, compared with the profile's pinned dataset."""
+    from .data.demo import PINNED_DIGESTS, dataset_digest
+    root = dataset_dir(opts, profile)
     path = root if os.path.isabs(root) else os.path.join(ROOT, root)
     try:
         digest = dataset_digest(path)
     except OSError:
         digest = None
-    pinned = digest == DEMO_DIGEST
+    pinned = digest == PINNED_DIGESTS.get(profile)
     note = '{}, content sha256 {} ({})'.format(
-        root, digest and digest[:16], 'the pinned default demo dataset'
-        if pinned else 'NOT the pinned default demo dataset: results are not '
-        'comparable with the README')
+        root, digest and digest[:16], 'the pinned {} dataset'.format(profile)
+        if pinned else 'NOT the pinned {} dataset: results are not '
+        'comparable with the README'.format(profile))
     return {'dataset_dir': root, 'sha256': digest, 'pinned_default': pinned,
             'note': note}
 
@@ -399,7 +470,7 @@ def _fmt(stat, digits=2):
                                         d=digits)
 
 
-def _timing_line(rows, run_wall_s, bench_wall_s, jobs):
+def _timing_line(rows, run_wall_s, bench_wall_s, jobs, budget_min=40):
     runs = sum(len(r['seeds']) for r in rows.values())
     if bench_wall_s is None:
         return ''
@@ -407,23 +478,26 @@ def _timing_line(rows, run_wall_s, bench_wall_s, jobs):
         return ('All {} runs were reused from an earlier invocation; its '
                 'timing is not repeated here.'.format(runs))
     return ('Wall time of this benchmark: **{:.1f} min** with {} run(s) at '
-            'a time (target for the whole benchmark: 40 min); training and '
+            'a time (target for the whole benchmark: {} min); training and '
             'evaluation time of the runs it trained, summed: {:.1f} min.'
-            .format(bench_wall_s / 60, jobs, run_wall_s / 60))
+            .format(bench_wall_s / 60, jobs, budget_min, run_wall_s / 60))
 
 
 def write_report(rows, profile, path, command_line, targets=None,
-                 run_wall_s=None, bench_wall_s=None, jobs=1, data_note=None):
+                 run_wall_s=None, bench_wall_s=None, jobs=1, data_note=None,
+                 profile_name='demo', balance=None):
     order = [m for m in METHODS if m in rows]
     lines = [
-        '# Benchmark: distillation on the demo dataset', '',
+        '# Benchmark: distillation, {} profile'.format(profile_name), '',
         'Produced by `{}` on this machine ({} CPU cores, no GPU). Every '
         'number below was measured by that run.'.format(
             command_line, os.cpu_count()), '',
         'mAP@0.5 in %, mean ± half the range over seeds {}; "gap recovered" '
         '= (distilled - baseline) / (teacher - baseline) on the means.'.format(
             sorted({s for r in rows.values() for s in r['seeds']})), '',
-        _timing_line(rows, run_wall_s, bench_wall_s, jobs), '',
+        _timing_line(rows, run_wall_s, bench_wall_s, jobs,
+                     PROFILES.get(profile_name, {}).get('budget_min', 40)),
+        '',
         'Rows ending in `_half` train on half of the labeled images '
         '(`_unlabeled`: the other half given without labels); their gap is '
         'measured from `baseline_half`.' if set(BASELINE_OF) & set(rows)
@@ -461,6 +535,14 @@ def write_report(rows, profile, path, command_line, targets=None,
                 profile['ratio_distill_vs_student']),
             '- distillation loss share of the distill step: **{:.1%}** '
             '(target < 5%)'.format(profile['loss_share_of_distill_step'])]
+    if balance:
+        lines += ['', '## Loss balance: distill_loss / det_loss', '',
+                  'Mean over seeds of the logged ratio at 10 %, 50 % and the '
+                  'end of training (curve of the first seed: '
+                  '[loss_ratio.png](loss_ratio.png)).', '',
+                  '| method | 10 % | 50 % | end |', '|---|---|---|---|'] + [
+            '| {} | {:.3g} | {:.3g} | {:.3g} |'.format(m, *balance[m])
+            for m in order if m in balance]
     if targets:
         lines += ['', '## Targets', ''] + ['- {}: **{}** ({})'.format(
             name, {True: 'met', False: 'NOT met'}.get(ok, 'not measured'), why)
@@ -471,17 +553,57 @@ def write_report(rows, profile, path, command_line, targets=None,
         f.write('\n'.join(lines))
 
 
-def check_targets(rows, profile):
+def plateau_gain(summary):
+    """mAP points (11-point) the last quarter of a run's steps added: final
+    eval minus the last eval at or before 3/4 of the steps."""
+    curve = summary['curve']
+    if not curve:
+        return None
+    end = curve[-1][0]
+    before = [m for step, m in curve if step <= 0.75 * end]
+    if not before:
+        return None
+    return 100 * (curve[-1][1]['11point'] - before[-1]['11point'])
+
+
+def check_targets(rows, profile, summaries=(), goals=None):
+    """[(target, met: True/False/None, detail)]: every distilled method
+    against the baseline and the seed spread; with a profile's `goals`
+    (teacher_min, teacher_margin, plateau_gain) the regime's own checks."""
     out = []
-    if {'baseline', 'l2'} <= set(rows):
-        b, l2 = rows['baseline']['mAP_11point'], rows['l2']['mAP_11point']
-        spread = max(b['spread'], l2['spread'])
-        seeds = min(len(b['values']), len(l2['values']))
-        out.append(('L2 beats the baseline by more than the seed spread',
-                    l2['mean'] - b['mean'] > spread if seeds > 1 else None,
-                    'L2 - baseline = {:+.2f}, largest seed spread {}'.format(
-                        l2['mean'] - b['mean'], '{:.2f}'.format(spread)
-                        if seeds > 1 else 'unknown with one seed')))
+    goals = goals or {}
+    if 'teacher' in rows and 'teacher_min' in goals:
+        t = rows['teacher']['mAP_11point']['mean']
+        out.append(('teacher at least {:.0f} mAP'.format(
+            goals['teacher_min']), t >= goals['teacher_min'],
+            'teacher {:.2f}'.format(t)))
+    if {'teacher', 'baseline'} <= set(rows) and 'teacher_margin' in goals:
+        d = rows['teacher']['mAP_11point']['mean'] - \
+            rows['baseline']['mAP_11point']['mean']
+        out.append(('teacher at least {:.0f} points above the baseline'.format(
+            goals['teacher_margin']), d >= goals['teacher_margin'],
+            'teacher - baseline = {:+.2f}'.format(d)))
+    gains = [g for g in (plateau_gain(s) for s in summaries
+                         if s['method'] == 'baseline') if g is not None]
+    if gains and 'plateau_gain' in goals:
+        out.append(('baseline at its plateau: the last quarter of its steps '
+                    'adds under {:.0f} point'.format(goals['plateau_gain']),
+                    max(gains) < goals['plateau_gain'],
+                    'gain over the last quarter per seed: {}'.format(
+                        ', '.join('{:+.2f}'.format(g) for g in gains))))
+    for m, r in rows.items():
+        base = BASELINE_OF.get(m, 'baseline')
+        if METHODS.get(m, ('train',))[0] != 'distill' or base not in rows:
+            continue
+        b, x = rows[base]['mAP_11point'], r['mAP_11point']
+        spread = max(b['spread'], x['spread'])
+        seeds = min(len(b['values']), len(x['values']))
+        out.append(('{} beats {} by more than the seed spread'.format(m, base),
+                    x['mean'] - b['mean'] > spread if seeds > 1 else None,
+                    '{} - {} = {:+.2f}, largest seed spread {}'.format(
+                        m, base, x['mean'] - b['mean'], '{:.2f}'.format(
+                            spread) if seeds > 1 else
+                        'unknown with one seed')))
     gaps = {m: r['gap_recovered_11point'] for m, r in rows.items()
             if r.get('gap_recovered_11point') is not None}
     if gaps:
@@ -497,3 +619,30 @@ def check_targets(rows, profile):
         out.append(('distillation loss under 5% of a step', s < 0.05,
                     '{:.1%}'.format(s)))
     return out
+
+
+def loss_balance(summaries):
+    """{method: [mean distill_loss / det_loss over seeds at 10 %, 50 % and
+    100 % of training]} from the logged steps."""
+    from .plots import loss_ratio_series
+    by = {}
+    for s in summaries:
+        series = loss_ratio_series(s)
+        if series:
+            picks = [series[min(len(series) - 1, int(f * len(series)))][1]
+                     for f in (0.1, 0.5, 1.0)]
+            by.setdefault(s['method'], []).append(picks)
+    return {m: [statistics.mean(v[i] for v in vals) for i in range(3)]
+            for m, vals in by.items()}
+
+
+def ensure_data(profile='demo', opts=()):
+    """Generate the profile's dataset if its directory has no lists yet."""
+    root = dataset_dir(opts, profile)
+    path = root if os.path.isabs(root) else os.path.join(ROOT, root)
+    if os.path.isfile(os.path.join(path, 'trainval.txt')):
+        return
+    logger.info('[benchmark] writing the {} dataset to {}'.format(profile,
+                                                                  root))
+    subprocess.run([sys.executable, 'tools/make_demo_voc.py', '--out', path] +
+                   PROFILES[profile]['make_data'], cwd=ROOT, check=True)

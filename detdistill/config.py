@@ -31,7 +31,7 @@ KNOWN_KEYS = {
     'use_ema', 'ema_decay', 'ema_decay_type', 'seed', 'data_format',
     # distillation (slim/distillation/distill.py)
     'use_fine_grained_loss', 'distill_loss', 'distill_loss_weight',
-    'distill_pairs', 'temperature',
+    'distill_pairs', 'temperature', 'teacher_cache', 'teacher_cache_mb',
     # unlabeled images (distill.py --unlabeled_list / --unlabeled_dir)
     'unlabeled_list', 'unlabeled_dir', 'unlabeled_batch_size',
     'unlabeled_distill_weight',

@@ -87,3 +87,34 @@ def plot_benchmark(summaries, out_dir):
     fig.tight_layout()
     fig.savefig(os.path.join(out_dir, 'loss_curves.png'), dpi=90)
     plt.close(fig)
+
+
+def loss_ratio_series(run):
+    """[(step, distill_loss / det_loss)] of one distilled run's log."""
+    return [(r['step'], r['distill_loss'] / r['det_loss'])
+            for r in run['losses'] if r.get('det_loss') and
+            r.get('distill_loss') is not None]
+
+
+def plot_loss_ratio(summaries, out_dir):
+    """loss_ratio.png: distillation loss / detection loss over training, per
+    distilled method (seed 0 or the first seed), so the balance a weight
+    gives is visible."""
+    runs = {}
+    for s in summaries:
+        if loss_ratio_series(s) and s['method'] not in runs:
+            runs[s['method']] = s
+    if not runs:
+        return
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for m, run in runs.items():
+        ax.plot(*zip(*loss_ratio_series(run)), label='{} (seed {})'.format(
+            m, run['seed']))
+    ax.set_yscale('log')
+    ax.set_xlabel('step')
+    ax.set_ylabel('distill_loss / det_loss')
+    ax.grid(alpha=.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out_dir, 'loss_ratio.png'), dpi=90)
+    plt.close(fig)

@@ -1,10 +1,13 @@
-"""Benchmark distillation on the demo data: teacher, baseline student and the
-distilled students, several seeds each; writes benchmark/results.json,
-benchmark/REPORT.md and PNG plots.
+"""Benchmark distillation: teacher, baseline student and the distilled
+students, several seeds each; writes OUT/results.json, OUT/REPORT.md and PNG
+plots. A profile names the configs, data and default runs
+(detdistill/benchmark.py PROFILES): demo (the quick main job, default),
+converged (students trained to their plateau, the loss-weight sweep) and
+converged_b (a second dataset). A missing profile dataset is generated.
 
-python tools/benchmark.py [--methods teacher,baseline,l2,fine_grained,kl]
-                          [--seeds 0,1] [--out benchmark] [--jobs N]
-                          [-o k=v ...]
+python tools/benchmark.py [--profile demo|converged|converged_b]
+                          [--methods teacher,baseline,l2,...] [--seeds 0,1]
+                          [--out DIR] [--jobs N] [-o k=v ...]
 """
 import argparse
 import json
@@ -16,18 +19,19 @@ import _path  # noqa: F401
 
 from detdistill import benchmark as bm
 from detdistill.logger import get_logger
-from detdistill.plots import plot_benchmark
+from detdistill.plots import plot_benchmark, plot_loss_ratio
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument('--methods', default=','.join(bm.DEFAULT_METHODS),
-                   help='default: all but the unlabeled-images rows ({})'
-                   .format(', '.join(m for m in bm.METHODS
-                                     if m not in bm.DEFAULT_METHODS)))
+    p.add_argument('--profile', default='demo', choices=sorted(bm.PROFILES))
+    p.add_argument('--methods', default=None,
+                   help="default: the profile's; all: {}".format(
+                       ', '.join(bm.METHODS)))
     p.add_argument('--seeds', default='0,1')
-    p.add_argument('--out', default='benchmark')
+    p.add_argument('--out', default=None, help="default: the profile's "
+                   '(benchmark, benchmark/converged, ...)')
     p.add_argument('--jobs', type=int, default=os.cpu_count() or 1,
                    help='runs trained at once (default: one per CPU core; '
                    'a CPU run uses one core). Use 1 on a single GPU.')
@@ -43,40 +47,45 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     log = get_logger()
-    methods = args.methods.split(',')
+    prof = bm.PROFILES[args.profile]
+    methods = args.methods.split(',') if args.methods else prof['methods']
+    out = args.out or prof['out']
     unknown = [m for m in methods if m not in bm.METHODS]
     if unknown:
         sys.exit('unknown method(s) {}; choose from {}'.format(
             unknown, ', '.join(bm.METHODS)))
     seeds = [int(s) for s in args.seeds.split(',')]
-    os.makedirs(args.out, exist_ok=True)
+    os.makedirs(out, exist_ok=True)
     tic = time.time()
-    summaries = bm.run_all(methods, seeds, args.out, args.opt, args.jobs,
-                           reuse=not args.fresh)
+    bm.ensure_data(args.profile, args.opt)
+    summaries = bm.run_all(methods, seeds, out, args.opt, args.jobs,
+                           reuse=not args.fresh, profile=args.profile)
     needs_teacher = any(bm.METHODS[m][0] == 'distill' for m in methods)
     profile = None
     if not args.no_profile and needs_teacher:
         log.info('[benchmark] profiling one step of each kind')
-        profile = bm.profile_step(args.out, opts=args.opt)
-    data = bm.data_fingerprint(args.opt)
+        profile = bm.profile_step(out, opts=args.opt, profile=args.profile)
+    data = bm.data_fingerprint(args.opt, args.profile)
     log.info('[benchmark] data: {}'.format(data['note']))
     rows = bm.aggregate(summaries)
-    targets = bm.check_targets(rows, profile)
-    with open(os.path.join(args.out, 'results.json'), 'w') as f:
+    targets = bm.check_targets(rows, profile, summaries, prof['targets'])
+    with open(os.path.join(out, 'results.json'), 'w') as f:
         json.dump({'data': data, 'methods': rows, 'profile': profile,
                    'targets': [
             {'target': t, 'met': ok, 'detail': why} for t, ok, why in targets],
             'runs': [{k: v for k, v in s.items() if k != 'losses'}
                      for s in summaries]}, f, indent=1)
-    plot_benchmark(summaries, args.out)
+    plot_benchmark(summaries, out)
+    plot_loss_ratio(summaries, out)
     cmd = 'python tools/benchmark.py ' + ' '.join(argv or sys.argv[1:])
-    bm.write_report(rows, profile, os.path.join(args.out, 'REPORT.md'),
+    bm.write_report(rows, profile, os.path.join(out, 'REPORT.md'),
                     cmd.strip(), targets,
                     run_wall_s=sum(s['wall_s'] for s in summaries
                                    if not s.get('reused')),
                     bench_wall_s=time.time() - tic, jobs=args.jobs,
-                    data_note=data['note'])
-    with open(os.path.join(args.out, 'REPORT.md')) as f:
+                    data_note=data['note'], profile_name=args.profile,
+                    balance=bm.loss_balance(summaries))
+    with open(os.path.join(out, 'REPORT.md')) as f:
         print(f.read())
 
 

@@ -18,9 +18,27 @@ import numpy as np
 
 from .voc import split_voc
 
-__all__ = ['DEMO_CLASSES', 'make_demo_voc', 'dataset_digest', 'DEMO_DIGEST']
+__all__ = ['DEMO_CLASSES', 'DATA_PROFILES', 'make_demo_voc',
+           'dataset_digest', 'DEMO_DIGEST', 'PINNED_DIGESTS']
 
 DEMO_CLASSES = ['circle', 'ring', 'square', 'cross', 'triangle', 'star']
+# How the images are drawn. 'demo' is the quick main job's data (small
+# objects in clutter: hard for a briefly trained student). The 'converged'
+# profiles are what a small model can learn to its plateau on a CPU budget:
+# larger objects, fewer per image, less clutter and noise; 'converged_b' is
+# the second dataset, drawn differently (other classes, sizes and scenes), so
+# a conclusion does not rest on one generator setting.
+DATA_PROFILES = {
+    'demo': dict(image_size=160, classes=DEMO_CLASSES, side=(10, 70),
+                 objects=(1, 6), clutter=(2, 7), noise=(4, 14), blur=0.5),
+    'converged': dict(image_size=128, classes=DEMO_CLASSES, side=(16, 60),
+                      objects=(1, 4), clutter=(0, 2), noise=(2, 8),
+                      blur=0.3),
+    'converged_b': dict(image_size=128, classes=['circle', 'ring', 'square',
+                                                 'triangle'],
+                        side=(20, 72), objects=(1, 3), clutter=(1, 3),
+                        noise=(3, 10), blur=0.5),
+}
 IMAGE_DIR = 'VOCdevkit/VOC2012/JPEGImages'
 ANNO_DIR = 'VOCdevkit/VOC2012/Annotations'
 
@@ -58,14 +76,14 @@ def _draw(img, name, cx, cy, w, h, angle, color, rng):
     return pts[:, 0].min(), pts[:, 1].min(), pts[:, 0].max(), pts[:, 1].max()
 
 
-def _background(rng, h, w):
+def _background(rng, h, w, noise):
     base = np.array([rng.randint(0, 255) for _ in range(3)], np.float32)
     tilt = np.array([rng.uniform(-80, 80) for _ in range(3)], np.float32)
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     t = (xx * rng.uniform(-1, 1) + yy * rng.uniform(-1, 1)) / max(h, w)
     img = base + t[..., None] * tilt
     img += np.random.RandomState(rng.randint(0, 2**31)).normal(
-        0, rng.uniform(4, 14), img.shape)
+        0, rng.uniform(*noise), img.shape)
     return np.clip(img, 0, 255).astype(np.uint8), base
 
 
@@ -76,9 +94,9 @@ def _contrasting(rng, bg):
             return tuple(int(c) for c in color)
 
 
-def _clutter(img, rng, bg):
+def _clutter(img, rng, bg, count):
     h, w = img.shape[:2]
-    for _ in range(rng.randint(2, 7)):
+    for _ in range(rng.randint(*count)):
         color = _contrasting(rng, bg)
         kind = rng.random()
         if kind < 0.4:
@@ -116,17 +134,20 @@ def _xml(stem, w, h, objects):
             .format(stem, w, h, objs))
 
 
-def make_image(rng, size=160):
-    """One image (BGR uint8) and its objects [(class, [x1, y1, x2, y2])]."""
+def make_image(rng, size=None, profile='demo'):
+    """One image (BGR uint8) and its objects [(class, [x1, y1, x2, y2])],
+    drawn as DATA_PROFILES[profile] says (`size` overrides its image_size)."""
+    p = DATA_PROFILES[profile]
+    size = size or p['image_size']
     h = int(size * rng.uniform(0.8, 1.25))
     w = int(size * rng.uniform(0.8, 1.25))
-    img, bg = _background(rng, h, w)
-    _clutter(img, rng, bg)
+    img, bg = _background(rng, h, w, p['noise'])
+    _clutter(img, rng, bg, p['clutter'])
     objects, boxes = [], []
-    for _ in range(rng.randint(1, 6)):
+    for _ in range(rng.randint(*p['objects'])):
         for _attempt in range(10):
-            name = rng.choice(DEMO_CLASSES)
-            side = math.exp(rng.uniform(math.log(10), math.log(70)))
+            name = rng.choice(p['classes'])
+            side = math.exp(rng.uniform(*map(math.log, p['side'])))
             aspect = rng.uniform(0.6, 1.7)
             ow, oh = side * math.sqrt(aspect), side / math.sqrt(aspect)
             angle = rng.uniform(-0.5, 0.5) if name != 'star' else \
@@ -149,7 +170,7 @@ def make_image(rng, size=160):
             continue
         boxes.append(box)
         objects.append((name, box))
-    if rng.random() < 0.5:
+    if rng.random() < p['blur']:
         img = cv2.GaussianBlur(img, (3, 3), rng.uniform(0.3, 0.9))
     return img, objects
 
@@ -159,6 +180,15 @@ def make_image(rng, size=160):
 # machine; tests/test_data.py checks it, the benchmark records the digest of
 # the data it ran on, so "the same data" is checked, not assumed.
 DEMO_DIGEST = '9a1c551a0db65821d1b788e70c8a589618fa202e553890809126012e2e1335b2'
+# The benchmark profiles' datasets, as tools/benchmark.py --profile P writes
+# them (detdistill.benchmark.PROFILES[P]['make_data']).
+PINNED_DIGESTS = {
+    'demo': DEMO_DIGEST,
+    'converged':
+        '7e6ba7dd8f91984036946392e8f5c89eb4282ccf2a0b5b5b7f81d4b64e4c5d33',
+    'converged_b':
+        'bb0997574842cd087e056c6a7c0f282e32540ac214e26c79819ba156c8578b3a',
+}
 
 
 def dataset_digest(root):
@@ -176,14 +206,15 @@ def dataset_digest(root):
 
 
 def make_demo_voc(out='dataset/demo_voc', num_images=800, ratio=0.8, seed=0,
-                  unlabeled=0, image_size=160, overwrite=False):
+                  unlabeled=0, image_size=None, overwrite=False,
+                  profile='demo'):
     """Write the dataset and its lists; returns split_voc's summary."""
     img_dir, ann_dir = (os.path.join(out, d) for d in (IMAGE_DIR, ANNO_DIR))
     os.makedirs(img_dir, exist_ok=True)
     os.makedirs(ann_dir, exist_ok=True)
     rng = random.Random(seed)
     for i in range(num_images):
-        img, objects = make_image(rng, image_size)
+        img, objects = make_image(rng, image_size, profile)
         stem = 'demo_{:05d}'.format(i)
         ok, buf = cv2.imencode('.jpg', img, [cv2.IMWRITE_JPEG_QUALITY,
                                             rng.randint(70, 95)])
@@ -193,7 +224,7 @@ def make_demo_voc(out='dataset/demo_voc', num_images=800, ratio=0.8, seed=0,
             f.write(_xml(stem, img.shape[1], img.shape[0], objects))
     label_list = os.path.join(out, 'demo_classes.txt')
     with open(label_list, 'w') as f:
-        f.write(''.join(n + '\n' for n in DEMO_CLASSES))
+        f.write(''.join(n + '\n' for n in DATA_PROFILES[profile]['classes']))
     return split_voc(out, ratio=ratio, seed=seed, unlabeled=unlabeled,
                      image_dir=IMAGE_DIR, anno_dir=ANNO_DIR,
                      label_list=label_list, overwrite=overwrite)

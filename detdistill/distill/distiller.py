@@ -23,6 +23,7 @@ from ppdet.core.workspace import create
 from ..config import ConfigError, activate
 from ..engine.callbacks import LogOnly
 from ..logger import get_logger
+from .teacher_cache import build_teacher_cache
 from .pairing import (DEFAULT_PAIRS, OutputRecorder, PairingError,
                       check_names, check_shapes, describe_outputs)
 
@@ -41,8 +42,9 @@ DEFAULT_WEIGHTS = {'L2Distill': 100., 'FineGrainedDistill': 1000.,
 
 class Distiller(nn.Layer):
     def __init__(self, student, teacher, loss, pairs=DEFAULT_PAIRS, weight=1.,
-                 unlabeled_weight=1.):
+                 unlabeled_weight=1., cache=None):
         super().__init__()
+        self.cache = cache  # a TeacherCache, or None
         self.student = student
         self.teacher = teacher
         self.distill_loss = loss
@@ -65,7 +67,17 @@ class Distiller(nn.Layer):
 
     def teacher_outputs(self, inputs):
         """The teacher's paired outputs, from an inference forward that stops
-        after the last paired layer (no post-process, no NMS)."""
+        after the last paired layer (no post-process, no NMS), or from the
+        teacher cache for images it has seen."""
+        if self.cache is not None:
+            return self.cache.outputs(inputs, self._teacher_forward)
+        return self._teacher_forward(inputs)
+
+    def epoch_summary(self):
+        """One log line at each epoch end (the trainer asks)."""
+        return self.cache.summary() if self.cache is not None else None
+
+    def _teacher_forward(self, inputs):
         with paddle.no_grad(), OutputRecorder(
                 self.teacher, [t for _, t in self.pairs],
                 stop_when_done=True) as rec:
@@ -152,7 +164,7 @@ def build_distiller(cfg, student, teacher):
     """Read the distillation settings of the student config `cfg`:
     use_fine_grained_loss (the seeds' switch), distill_loss (l2 | fine_grained
     | kl, or a registered loss class), distill_loss_weight, distill_pairs,
-    temperature, unlabeled_distill_weight."""
+    temperature, unlabeled_distill_weight, teacher_cache, teacher_cache_mb."""
     asked = cfg.get('distill_loss')
     name = LOSS_ALIASES.get(asked, asked)
     if cfg.get('use_fine_grained_loss'):
@@ -183,4 +195,5 @@ def build_distiller(cfg, student, teacher):
     if not isinstance(unlabeled_weight, (int, float)) or unlabeled_weight < 0:
         raise ConfigError('unlabeled_distill_weight must be a number >= 0, '
                           'got {!r}'.format(unlabeled_weight))
-    return Distiller(student, teacher, loss, pairs, weight, unlabeled_weight)
+    return Distiller(student, teacher, loss, pairs, weight, unlabeled_weight,
+                     build_teacher_cache(cfg))

@@ -313,6 +313,9 @@ class Trainer:
                     self.state['best_map'] = current
                     self.state['best_step'] = self.state['step']
                     results['is_best'] = True
+            summary = getattr(self.model, 'epoch_summary', None)
+            if summary is not None and summary():
+                logger.info(summary())
             self.state['epoch'] = epoch + 1
             self._call('on_epoch_end', {'epoch': epoch, 'eval': results,
                                         'snapshot': snapshot or last,
