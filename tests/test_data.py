@@ -245,3 +245,24 @@ def test_two_images_for_one_annotation_are_an_error(voc):
     assert summary['images']['trainval'] == 40
     lines = open(os.path.join(voc, 'trainval.txt')).read().splitlines()
     assert '{}/{}.jpg {}/{}.xml'.format(IMG, stems[7], ANN, stems[7]) in lines
+
+
+@pytest.mark.parametrize('profile', ['converged', 'converged_b'])
+def test_benchmark_profile_datasets_have_the_pinned_content(tmp_path,
+                                                            profile):
+    """The converged benchmarks' datasets, written by the same command
+    tools/benchmark.py runs, hash to their committed digests."""
+    import sys
+    from conftest import ROOT
+    from detdistill.benchmark import PROFILES
+    from detdistill.data.demo import PINNED_DIGESTS, dataset_digest
+    sys.path.insert(0, os.path.join(ROOT, 'tools'))
+    try:
+        import make_demo_voc as tool
+    finally:
+        sys.path.pop(0)
+    out = str(tmp_path / profile)
+    tool.main(['--out', out] + PROFILES[profile]['make_data'])
+    assert dataset_digest(out) == PINNED_DIGESTS[profile]
+    labels = open(os.path.join(out, 'label_list.txt')).read().split()
+    assert len(labels) == (6 if profile == 'converged' else 4)
