@@ -71,32 +71,57 @@ PROFILES = {
         student='configs/demo/yolov3_mobilenet_v1_demo.yml',
         teacher='configs/demo/yolov3_r34_demo.yml', opts=[],
         data='dataset/demo_voc', make_data=[],
+        about='Demo data (640 training / 160 test images, 160 px, 6 '
+        'classes); teacher YOLOv3-ResNet34 x0.25 1600 steps, students '
+        'YOLOv3-MobileNetV1 x0.25 960 steps (batch 8): far from '
+        'convergence, a quick check, not an accuracy claim.',
         methods=['teacher', 'baseline', 'l2', 'fine_grained', 'kl',
                  'kl_softmax'], out='benchmark', budget_min=40,
         # teacher 1600 steps ~690 s, student 960 steps ~180 s, distill ~320 s
-        cost={'teacher': 3.8, 'train': 1.0, 'distill': 1.75}, targets={}),
+        cost={'teacher': 3.8, 'train': 1.0, 'distill': 1.75},
+        # "Recovers half the gap" is not judged here: 960 steps end near
+        # where students leave the class prior, so that fraction moves with
+        # the CPU (54 % on one machine, 23 % on another: README). Whether
+        # the distilled student beats the baseline did not move.
+        targets=dict(half_gap=False, one_seed_spread=(
+            1.51, 'the largest student seed spread in '
+            'benchmark/results.json (kl, seeds 0 and 1)'))),
     # Issue 15: students trained to their plateau on data they can learn.
     'converged': dict(
         student='configs/converged/yolov3_mobilenet_v1_converged.yml',
         teacher='configs/converged/yolov3_r34_converged.yml', opts=[],
         data='dataset/converged_voc',
         make_data=['--profile', 'converged', '--num_images', '1000'],
-        methods=['teacher', 'baseline', 'l2', 'fine_grained',
-                 'fine_grained_soft', 'l2_w10', 'l2_w1000',
-                 'fine_grained_w10', 'fine_grained_w100'],
+        about='Converged profile: the `converged` data (800 training / 200 '
+        'test images, 128 px, 6 classes, larger objects, less clutter); '
+        'teacher YOLOv3-ResNet34 x0.25 5000 steps (Adam 0.001), trained '
+        'once; every student YOLOv3-MobileNetV1 x0.25 3200 steps (Adam '
+        '0.01, x0.1 at steps 2000 and 2400, so the last quarter runs at the '
+        'final rate), batch 8, teacher cache on.',
+        methods=['teacher', 'baseline', 'l2', 'fine_grained'],
+        # The loss-weight sweep and the soft-objectness variant, first seed
+        # only (the budget): a weight that looks better is rerun with every
+        # seed before it becomes a default.
+        sweep=['fine_grained_soft', 'l2_w10', 'l2_w1000', 'fine_grained_w10',
+               'fine_grained_w100'],
         out='benchmark/converged', budget_min=120,
-        cost={'teacher': 3.0, 'train': 1.0, 'distill': 1.3},
+        # estimates: teacher 5000 steps at ~2x a student step, student 3200;
+        # distill ~1.2x a student step with the teacher cache
+        cost={'teacher': 3.2, 'train': 1.0, 'distill': 1.2}, one_teacher=True,
         targets=dict(teacher_min=40., teacher_margin=10., plateau_gain=1.)),
     # The second dataset, drawn differently, with the chosen defaults.
     'converged_b': dict(
         student='configs/converged/yolov3_mobilenet_v1_converged.yml',
         teacher='configs/converged/yolov3_r34_converged.yml',
         opts=_CONVERGED_B, data='dataset/converged_b_voc',
+        about='Second dataset: the `converged_b` data (4 classes, 20-72 px '
+        'objects, other seed and scenes), the converged profile\'s models '
+        'and schedules.',
         make_data=['--profile', 'converged_b', '--num_images', '1000',
                    '--seed', '1'],
         methods=['teacher', 'baseline', 'l2', 'fine_grained'],
         out='benchmark/converged_b', budget_min=60,
-        cost={'teacher': 3.0, 'train': 1.0, 'distill': 1.3},
+        cost={'teacher': 3.2, 'train': 1.0, 'distill': 1.2}, one_teacher=True,
         targets=dict(teacher_min=40., teacher_margin=10., plateau_gain=1.)),
 }
 DEFAULT_METHODS = PROFILES['demo']['methods']
@@ -224,17 +249,21 @@ def run_one(method, seed, out, opts=(), reuse=True, profile='demo'):
     return summary
 
 
-def plan(methods, seeds):
+def plan(methods, seeds, one_seed=()):
     """The runs to do, in start order, and what each must wait for. Every
     distilled student learns from the seed-0 teacher, so that teacher is
     trained (first) whenever a distill method is asked for; the other runs
-    follow longest first, which keeps parallel workers evenly loaded."""
+    follow longest first, which keeps parallel workers evenly loaded.
+    Methods in `one_seed` run with the first seed only."""
     teachers = list(seeds) if 'teacher' in methods else []
+    if 'teacher' in one_seed:
+        teachers = teachers[:1]
     if any(METHODS[m][0] == 'distill' for m in methods) and 0 not in teachers:
         teachers = [0] + teachers
     teachers.sort(key=lambda s: s != 0)
     runs = [('teacher', s) for s in teachers] + [
-        (m, s) for m in methods if m != 'teacher' for s in seeds]
+        (m, s) for m in methods if m != 'teacher'
+        for s in (seeds[:1] if m in one_seed else seeds)]
     runs = runs[:1] + sorted(runs[1:], key=lambda r: -cost(r[0]))
     needs = {r: {('teacher', 0)} if METHODS[r[0]][0] == 'distill' else set()
              for r in runs}
@@ -273,11 +302,11 @@ def simulate_eta(pending, needs, busy, jobs, seconds):
 
 
 def run_all(methods, seeds, out, opts=(), jobs=1, reuse=True, heartbeat=60,
-            profile='demo'):
+            profile='demo', one_seed=()):
     """Train every planned run, `jobs` at a time (a CPU run uses one core:
     see benchmark/PROFILE.md), logging progress and an ETA every `heartbeat`
     seconds and at each finished run. Returns the summaries in plan order."""
-    runs, needs = plan(methods, seeds)
+    runs, needs = plan(methods, seeds, one_seed)
     jobs = max(1, jobs)
     pending, running, done, started = list(runs), {}, {}, {}
     tic = time.time()
@@ -492,6 +521,7 @@ def write_report(rows, profile, path, command_line, targets=None,
         'Produced by `{}` on this machine ({} CPU cores, no GPU). Every '
         'number below was measured by that run.'.format(
             command_line, os.cpu_count()), '',
+        PROFILES.get(profile_name, {}).get('about', ''), '',
         'mAP@0.5 in %, mean ± half the range over seeds {}; "gap recovered" '
         '= (distilled - baseline) / (teacher - baseline) on the means.'.format(
             sorted({s for r in rows.values() for s in r['seeds']})), '',
@@ -598,15 +628,21 @@ def check_targets(rows, profile, summaries=(), goals=None):
         b, x = rows[base]['mAP_11point'], r['mAP_11point']
         spread = max(b['spread'], x['spread'])
         seeds = min(len(b['values']), len(x['values']))
+        known = goals.get('one_seed_spread')
+        if seeds > 1:
+            ok, why = x['mean'] - b['mean'] > spread, \
+                'largest seed spread {:.2f}'.format(spread)
+        elif known is not None:  # one seed: the spread measured before
+            ok, why = x['mean'] - b['mean'] > known[0], \
+                'one seed; seed spread {:.2f} as measured by {}'.format(*known)
+        else:
+            ok, why = None, 'seed spread unknown with one seed'
         out.append(('{} beats {} by more than the seed spread'.format(m, base),
-                    x['mean'] - b['mean'] > spread if seeds > 1 else None,
-                    '{} - {} = {:+.2f}, largest seed spread {}'.format(
-                        m, base, x['mean'] - b['mean'], '{:.2f}'.format(
-                            spread) if seeds > 1 else
-                        'unknown with one seed')))
+                    ok, '{} - {} = {:+.2f}, {}'.format(
+                        m, base, x['mean'] - b['mean'], why)))
     gaps = {m: r['gap_recovered_11point'] for m, r in rows.items()
             if r.get('gap_recovered_11point') is not None}
-    if gaps:
+    if gaps and goals.get('half_gap', True):
         best = max(gaps, key=gaps.get)
         out.append(('some method recovers at least half of the gap',
                     gaps[best] >= 0.5, 'best: {} at {:.0%}'.format(

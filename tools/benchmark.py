@@ -27,7 +27,8 @@ def parse_args(argv=None):
                                 formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument('--profile', default='demo', choices=sorted(bm.PROFILES))
     p.add_argument('--methods', default=None,
-                   help="default: the profile's; all: {}".format(
+                   help="default: the profile's (its sweep rows with the "
+                   "first seed only); all: {}".format(
                        ', '.join(bm.METHODS)))
     p.add_argument('--seeds', default='0,1')
     p.add_argument('--out', default=None, help="default: the profile's "
@@ -48,7 +49,9 @@ def main(argv=None):
     args = parse_args(argv)
     log = get_logger()
     prof = bm.PROFILES[args.profile]
-    methods = args.methods.split(',') if args.methods else prof['methods']
+    sweep = prof.get('sweep', [])
+    methods = args.methods.split(',') if args.methods else \
+        prof['methods'] + sweep
     out = args.out or prof['out']
     unknown = [m for m in methods if m not in bm.METHODS]
     if unknown:
@@ -59,7 +62,9 @@ def main(argv=None):
     tic = time.time()
     bm.ensure_data(args.profile, args.opt)
     summaries = bm.run_all(methods, seeds, out, args.opt, args.jobs,
-                           reuse=not args.fresh, profile=args.profile)
+                           reuse=not args.fresh, profile=args.profile,
+                           one_seed=sweep + (['teacher'] if prof.get(
+                               'one_teacher') else []))
     needs_teacher = any(bm.METHODS[m][0] == 'distill' for m in methods)
     profile = None
     if not args.no_profile and needs_teacher:
