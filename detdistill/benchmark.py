@@ -91,10 +91,10 @@ PROFILES = {
         student='configs/converged/yolov3_mobilenet_v1_converged.yml',
         teacher='configs/converged/yolov3_r34_converged.yml', opts=[],
         data='dataset/converged_voc',
-        make_data=['--profile', 'converged', '--num_images', '1000'],
-        about='Converged profile: the `converged` data (800 training / 200 '
+        make_data=['--profile', 'converged', '--num_images', '4000'],
+        about='Converged profile: the `converged` data (3200 training / 800 '
         'test images, 128 px, 6 classes, larger objects, less clutter); '
-        'teacher YOLOv3-ResNet34 x0.25 5000 steps (Adam 0.001), trained '
+        'teacher YOLOv3-ResNet34 x0.25 6000 steps (Adam 0.001), trained '
         'once; every student YOLOv3-MobileNetV1 x0.25 3200 steps (Adam '
         '0.01, x0.1 at steps 2000 and 2400, so the last quarter runs at the '
         'final rate), batch 8, teacher cache on.',
@@ -105,9 +105,9 @@ PROFILES = {
         sweep=['fine_grained_soft', 'l2_w10', 'l2_w1000', 'fine_grained_w10',
                'fine_grained_w100'],
         out='benchmark/converged', budget_min=120,
-        # estimates: teacher 5000 steps at ~2x a student step, student 3200;
+        # estimates: teacher 6000 steps at ~2x a student step, student 3200;
         # distill ~1.2x a student step with the teacher cache
-        cost={'teacher': 3.2, 'train': 1.0, 'distill': 1.2}, one_teacher=True,
+        cost={'teacher': 3.8, 'train': 1.0, 'distill': 1.2}, one_teacher=True,
         targets=dict(teacher_min=40., teacher_margin=10., plateau_gain=1.)),
     # The second dataset, drawn differently, with the chosen defaults.
     'converged_b': dict(
@@ -117,11 +117,11 @@ PROFILES = {
         about='Second dataset: the `converged_b` data (4 classes, 20-72 px '
         'objects, other seed and scenes), the converged profile\'s models '
         'and schedules.',
-        make_data=['--profile', 'converged_b', '--num_images', '1000',
+        make_data=['--profile', 'converged_b', '--num_images', '4000',
                    '--seed', '1'],
         methods=['teacher', 'baseline', 'l2', 'fine_grained'],
         out='benchmark/converged_b', budget_min=60,
-        cost={'teacher': 3.2, 'train': 1.0, 'distill': 1.2}, one_teacher=True,
+        cost={'teacher': 3.8, 'train': 1.0, 'distill': 1.2}, one_teacher=True,
         targets=dict(teacher_min=40., teacher_margin=10., plateau_gain=1.)),
 }
 DEFAULT_METHODS = PROFILES['demo']['methods']
@@ -203,21 +203,41 @@ def command(method, seed, out, opts=(), profile='demo'):
     return cmd
 
 
+def last_checkpoint(run, cfg):
+    """Prefix of the newest complete epoch checkpoint (.pdparams and .pdopt)
+    in a run directory, or None."""
+    ck = os.path.join(run, _cfg_name(cfg))
+    names = os.listdir(ck) if os.path.isdir(ck) else []
+    epochs = [int(n[:-len('.pdparams')]) for n in names
+              if n.endswith('.pdparams') and n[:-len('.pdparams')].isdigit()
+              and n[:-len('.pdparams')] + '.pdopt' in names]
+    return os.path.join(ck, str(max(epochs))) if epochs else None
+
+
 def run_one(method, seed, out, opts=(), reuse=True, profile='demo'):
-    """Train (or reuse) one run; return its summary."""
+    """Train (or reuse) one run; return its summary. A run that was
+    interrupted (a killed benchmark, a session's end) continues from its last
+    epoch checkpoint with -r, which resumes exactly; its wall time then
+    counts the resumed part only (`resumed_from` says so)."""
     d = run_dir(out, method, seed)
     summary_path = os.path.join(d, 'summary.json')
     if reuse and os.path.isfile(summary_path):
         with open(summary_path) as f:
             return dict(json.load(f), reused=True)
+    resume = last_checkpoint(d, config_of(method, profile)) if reuse \
+        else None
     os.makedirs(d, exist_ok=True)
     if method in BASELINE_OF or method == 'baseline_half':
         write_half_split(os.path.join(ROOT, dataset_dir(opts, profile)))
     rss_file = os.path.join(d, 'peak_rss_kb.txt')
     cmd = ['/usr/bin/time', '-f', '%M', '-o', rss_file] + \
-        command(method, seed, out, opts, profile)
+        command(method, seed, out, opts, profile) + (
+            ['-r', resume] if resume else [])
+    if resume:
+        logger.info('[benchmark] {} seed {} resumes from {}'.format(
+            method, seed, resume))
     tic = time.time()
-    with open(os.path.join(d, 'train.log'), 'w') as log:
+    with open(os.path.join(d, 'train.log'), 'a' if resume else 'w') as log:
         proc = subprocess.run(cmd, cwd=ROOT, stdout=log,
                               stderr=subprocess.STDOUT)
     if proc.returncode != 0:
@@ -237,7 +257,7 @@ def run_one(method, seed, out, opts=(), reuse=True, profile='demo'):
             evals[-1]['images_per_sec'],
         'train_images_per_sec': statistics.mean(r['ips'] for r in steady),
         'step_time_s': statistics.mean(r['batch_time'] for r in steady),
-        'peak_rss_mb': peak_kb / 1024.,
+        'peak_rss_mb': peak_kb / 1024., 'resumed_from': resume,
         'curve': [(r['step'], r['mAP']) for r in evals],
         'losses': [{k: v for k, v in r.items() if k not in
                     ('kind', 'epoch', 'lr', 'data_time', 'ips',

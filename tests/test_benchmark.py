@@ -143,3 +143,43 @@ def test_eta_replays_the_schedule_with_its_waits():
     # One worker: everything in a row.
     assert simulate_eta(pending, needs, {('teacher', 0): 100.}, 1,
                         lambda r: secs[r[0]]) == 100 + 300 + 2 * 80 + 2 * 50
+
+
+def test_an_interrupted_run_resumes_from_its_last_checkpoint(demo_voc,
+                                                             tmp_path):
+    """A benchmark killed mid-run (here: the summary and the epoch-1 and
+    final checkpoints removed, the state after a kill during epoch 1) picks
+    the run up from its epoch-0 checkpoint and ends with the weights and
+    mAP of the uninterrupted run."""
+    import json
+    import numpy as np
+    import paddle
+    import benchmark as tool
+    from conftest import tiny_opts
+    from detdistill.benchmark import last_checkpoint
+    opts = [o for o in tiny_opts(demo_voc, 'unused', 2)
+            if not o.startswith('save_dir=')]
+    out = str(tmp_path / 'bench')
+    argv = ['--methods', 'baseline', '--seeds', '0', '--jobs', '1',
+            '--no_profile', '--out', out, '-o'] + opts
+    tool.main(argv)
+    run = os.path.join(out, 'runs', 'baseline_s0')
+    ck = os.path.join(run, 'yolov3_mobilenet_v1_demo')
+    first = json.load(open(os.path.join(run, 'summary.json')))
+    weights = paddle.load(os.path.join(ck, 'model_final.pdparams'))
+    assert first['resumed_from'] is None
+    os.remove(os.path.join(run, 'summary.json'))
+    for name in os.listdir(ck):
+        if name.startswith(('1.', 'model_final.', 'best_model.')):
+            os.remove(os.path.join(ck, name))
+    open(os.path.join(ck, '5.pdparams'), 'w').close()  # no .pdopt: ignored
+    assert last_checkpoint(run, 'x/yolov3_mobilenet_v1_demo.yml') == \
+        os.path.join(ck, '0')
+    os.remove(os.path.join(ck, '5.pdparams'))
+    tool.main(argv)
+    second = json.load(open(os.path.join(run, 'summary.json')))
+    assert second['resumed_from'] == os.path.join(ck, '0')
+    assert second['mAP'] == first['mAP'] and second['steps'] == 16
+    again = paddle.load(os.path.join(ck, 'model_final.pdparams'))
+    for k in weights:
+        np.testing.assert_array_equal(weights[k].numpy(), again[k].numpy())
