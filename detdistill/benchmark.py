@@ -380,9 +380,8 @@ def profile_step(out, repeats=10, opts=(), profile='demo'):
         v.stop_gradient = False
 
     def loss_only():
-        parts = [v for s, t in distiller.pairs for v in
-                 distiller.distill_loss(s_out[s], t_out[t]).values()]
-        paddle.add_n(parts).backward()
+        parts = distiller.distill_parts(s_out, t_out, batch)
+        paddle.add_n(list(parts.values())).backward()
 
     fns = {'student_train_step': student_step,
            'teacher_inference_forward': teacher_forward,
