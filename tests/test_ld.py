@@ -352,3 +352,45 @@ def test_ld_resume_continues_the_same_trajectory(full_run, demo_voc,
     for k in wa:
         np.testing.assert_allclose(wa[k].numpy(), wb[k].numpy(), rtol=1e-5,
                                    atol=1e-6, err_msg=k)
+
+
+def test_ld_student_exports_like_a_yolov3_student(full_run, demo_voc,
+                                                  tmp_path):
+    """The distilled GFL student through tools/export_model.py (Paddle
+    Inference, with NMS): checked on the demo test images by the export
+    itself, then run here with batch 1 and 4 against tools/infer.py's
+    dygraph path."""
+    import export_model
+    from detdistill.deploy.predictor import ExportedDetector
+    from detdistill.deploy.verify import BOX_RTOL, SCORE_ATOL
+    from detdistill.infer import predict
+    from detdistill.weights import load_weights
+    save, _ = full_run
+    weights = os.path.join(save, CFG_NAME, 'model_final')
+    with open(os.path.join(demo_voc, 'test.txt')) as f:
+        images = [os.path.join(demo_voc, line.split()[0]) for line in f]
+    opts = ['weights=' + weights, 'TestDataset.anno_path=' +
+            os.path.join(demo_voc, 'label_list.txt')]
+    model_dir = export_model.main(['-c', GFL_STUDENT, '--output_dir',
+                                   str(tmp_path), '--check_dir',
+                                   os.path.dirname(images[0]), '-o'] + opts)
+    assert sorted(os.listdir(model_dir)) == [
+        'infer_cfg.yml', 'model.json', 'model.pdiparams']
+    model = ExportedDetector(model_dir, 'paddle')
+    assert model.infer_cfg['arch'] == 'GFL'
+    assert model.backend.input_names == ['image', 'scale_factor']
+    cfg = load_config(GFL_STUDENT, opts)
+    detector = build_model(cfg)
+    load_weights(detector, weights)
+    ref = dict(predict(cfg, detector, images))
+    assert sum(len(d) for d in ref.values()) > 0
+    for batch_size in (1, 4):
+        got = dict(model.predict(images, batch_size))
+        for path in images:
+            r, g = ref[path], got[path]
+            assert len(g) == len(r), path
+            np.testing.assert_array_equal(g[:, 0], r[:, 0])
+            np.testing.assert_allclose(g[:, 1], r[:, 1], rtol=0,
+                                       atol=SCORE_ATOL)
+            np.testing.assert_allclose(g[:, 2:], r[:, 2:], rtol=0,
+                                       atol=BOX_RTOL * 160)
