@@ -35,8 +35,9 @@ HEAD = ['yolo_head.yolo_output.{}.{}'.format(i, p) for i in range(3)
 GFL_HEAD = ['head.gfl_head_cls.weight', 'head.gfl_head_cls.bias']
 # ours -> (PaddleDetection's COCO config, key count, digest without GFL_HEAD)
 GFL = {
-    'gfl_r18vd_1x_voc': ('gfl_r18vd_1x_coco', 173,
-                         '995a7baf39d21161d8d10b59e645578505f03104d79ccfedb8105f72a4888c66'),
+    'gfl_r18vd_1x_voc': (
+        'gfl_r18vd_1x_coco', 173,
+        '995a7baf39d21161d8d10b59e645578505f03104d79ccfedb8105f72a4888c66'),
     'gfl_r101vd_fpn_mstrain_2x_voc': (
         'gfl_r101vd_fpn_mstrain_2x_coco', 588,
         '5f8658b1781325717e7db6b43d07eb052fa43f664e25afa2d7c53d1ca1a466e8'),

@@ -66,9 +66,10 @@ def _reference(s, t, labels, vlr, num_classes, T, w):
                     a = offset + y * wd + x
                     pos = 0 <= labels[i, a] < num_classes
                     v = 0. if pos else vlr[i, a]
-                    edges = sum(_kl(s[lvl][i, e * bins:(e + 1) * bins, y, x] / T,
-                                    t[lvl][i, e * bins:(e + 1) * bins, y, x] / T)
-                                for e in range(4))
+                    edge = [slice(e * bins, (e + 1) * bins)
+                            for e in range(4)]
+                    edges = sum(_kl(s[lvl][i, b, y, x] / T,
+                                    t[lvl][i, b, y, x] / T) for b in edge)
                     cls_s = s[levels + lvl][i, :, y, x]
                     cls_t = t[levels + lvl][i, :, y, x]
                     if pos:

@@ -6,11 +6,6 @@ Its `forward` in training mode returns the trainer's loss dict:
   det_loss      = the student's detection loss on labeled data
   distill_loss  = distill_loss_weight * sum over pairs of the loss components
   distill_<c>   = each weighted component, summed over pairs
-A loss with `needs_batch = True` (LDDistill) is called once per step with
-every pair's outputs and the batch (its regions come from the batch's
-target assignment) instead of once per pair; it may name its own default
-pairs (`default_pairs(student)`) and compute the teacher's detection loss
-(`teacher_loss(teacher, outputs, inputs)`) for a head other than YOLOv3's.
   distill_loss_unlabeled = unlabeled_distill_weight * distill_loss_weight *
                   the same sum on the step's unlabeled batch, if any (added
                   to `loss`; an unlabeled image has no detection loss)
@@ -18,6 +13,11 @@ pairs (`default_pairs(student)`) and compute the teacher's detection loss
                   LogOnly output: the trainer computes it only on logged
                   steps (it trains nothing and costs ~5 % of a step)
 In eval mode it is the student, so evaluation and export see only the student.
+A loss with `needs_batch = True` (LDDistill) is called once per step with
+every pair's outputs and the batch (its regions come from the batch's
+target assignment) instead of once per pair; it may name its own default
+pairs (`default_pairs(student)`) and compute the teacher's detection loss
+(`teacher_loss(teacher, outputs, inputs)`) for a head other than YOLOv3's.
 """
 import collections
 
@@ -41,9 +41,10 @@ LOSS_ALIASES = {'l2': 'L2Distill', 'fine_grained': 'FineGrainedDistill',
                 'kl': 'KLDistill', 'ld': 'LDDistill'}
 # L2 and fine-grained follow PaddleDetection's recipes (0.5 VOC L2: 100;
 # DistillYOLOv3Loss: 1000). KL takes the fine-grained weight (its terms are
-# means over the same cells); not tuned, see README.
+# means over the same cells); not tuned, see README. Others: 1 (LDDistill
+# weighs its components itself).
 DEFAULT_WEIGHTS = {'L2Distill': 100., 'FineGrainedDistill': 1000.,
-                   'KLDistill': 1000.}  # others: 1 (LDDistill weighs its parts)
+                   'KLDistill': 1000.}
 
 
 class Distiller(nn.Layer):

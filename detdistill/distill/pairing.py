@@ -50,7 +50,7 @@ def split_name(name):
 class OutputRecorder:
     """`with OutputRecorder(model, names) as rec: model(x)` fills
     `rec.outputs[name]` (for 'layer#k', the k-th call's output; for a plain
-    name, the last call's) and `rec.calls[layer]`. With
+    name, the latest call's) and `rec.calls[layer]`. With
     `stop_when_done=True` the forward ends as soon as every name has been
     recorded (the model's return value is then lost)."""
 
