@@ -34,6 +34,11 @@ METHODS = {
     'kl': ('distill', 'student', ['distill_loss=kl']),
     'kl_softmax': ('distill', 'student', ['distill_loss=kl',
                                           'KLDistill.cls_form=softmax']),
+    # GFL heads (the gfl_demo profile): localization distillation, main
+    # region only, then with the valuable localization region (defaults).
+    'ld': ('distill', 'student', ['distill_loss=ld',
+                                  'LDDistill.vlr_ld_weight=0']),
+    'ld_vlr': ('distill', 'student', ['distill_loss=ld']),
 }
 # The loss-weight sweep (issue 15): each loss at 10 / 100 / 1000 (its default
 # row is the one without a suffix).
@@ -64,7 +69,10 @@ _CONVERGED_B = ['{}.dataset_dir=dataset/converged_b_voc'.format(d) for d in
 # A profile: the configs in the student and teacher roles, the -o overrides
 # of every run, the runs a bare `--profile P` makes, where its report goes,
 # the relative cost of a run of each kind (ETA and start order: measured
-# wall times, see the comments) and the targets its report checks.
+# wall times, see the comments), the targets its report checks and, when not
+# l2, the method whose distill step the step-cost profile times
+# (`step_method`); `pinned`: whose pinned dataset digest applies, if not the
+# profile's own.
 PROFILES = {
     # The quick main job: 960 student steps, far from convergence.
     'demo': dict(
@@ -123,6 +131,18 @@ PROFILES = {
         out='benchmark/converged_b', budget_min=60,
         cost={'teacher': 3.8, 'train': 1.0, 'distill': 1.2}, one_teacher=True,
         targets=dict(teacher_min=40., teacher_margin=10., plateau_gain=1.)),
+    # Issue 12: GFL heads and localization distillation on the demo data
+    # (ResNet-18 x0.25 student, ResNet-34 x0.25 teacher, same budgets as
+    # 'demo'). Costs are estimates from single steps timed on a loaded
+    # machine (student 0.48 s, teacher 1.40 s, batch 8), not from runs.
+    'gfl_demo': dict(
+        student='configs/demo/gfl_r18_demo.yml',
+        teacher='configs/demo/gfl_r34_demo.yml', opts=[],
+        data='dataset/demo_voc', make_data=[], pinned='demo',
+        methods=['teacher', 'baseline', 'ld', 'ld_vlr'],
+        out='benchmark/gfl_demo', budget_min=40,
+        cost={'teacher': 4.9, 'train': 1.0, 'distill': 1.3}, targets={},
+        step_method='ld_vlr'),
 }
 DEFAULT_METHODS = PROFILES['demo']['methods']
 # Rows that cost a different share of their kind's run (estimates: half the
@@ -388,16 +408,18 @@ def run_all(methods, seeds, out, opts=(), jobs=1, reuse=True, heartbeat=60,
 
 def profile_step(out, repeats=10, opts=(), profile='demo'):
     """Seconds per step of: student train step, teacher inference forward,
-    distill step (l2), and the distillation loss alone (forward + backward),
-    measured round-robin in this process."""
+    distill step (the profile's `step_method`, default l2), and the
+    distillation loss alone (forward + backward), measured round-robin in
+    this process."""
     import paddle
     from .config import build_model, load_config
     from .distill.distiller import build_distiller
     from .engine import Trainer
     from .weights import load_weights
     prof = PROFILES[profile]
+    method = prof.get('step_method', 'l2')
     cfg = load_config(os.path.join(ROOT, prof['student']),
-                      profile_opts(profile, opts))
+                      profile_opts(profile, opts) + METHODS[method][2])
     tcfg = load_config(os.path.join(ROOT, prof['teacher']),
                        list(prof['opts']))
     paddle.set_device('cpu')
@@ -415,7 +437,9 @@ def profile_step(out, repeats=10, opts=(), profile='demo'):
         opt.clear_grad()
 
     def teacher_forward():
-        distiller.teacher_outputs(batch)
+        # the forward itself: with the teacher cache on, teacher_outputs
+        # would time a cache lookup after the first call
+        distiller._teacher_forward(batch)
 
     def distill_step():
         loss = distiller(batch)['loss']
@@ -429,9 +453,8 @@ def profile_step(out, repeats=10, opts=(), profile='demo'):
         v.stop_gradient = False
 
     def loss_only():
-        parts = [v for s, t in distiller.pairs for v in
-                 distiller.distill_loss(s_out[s], t_out[t]).values()]
-        paddle.add_n(parts).backward()
+        parts = distiller.distill_parts(s_out, t_out, batch)
+        paddle.add_n(list(parts.values())).backward()
 
     fns = {'student_train_step': student_step,
            'teacher_inference_forward': teacher_forward,
@@ -453,6 +476,8 @@ def profile_step(out, repeats=10, opts=(), profile='demo'):
     med['loss_share_of_distill_step'] = med['distill_loss_only'] / \
         med['distill_step']
     med['batch_size'] = trainer.loader.batch_size
+    med['distill_method'] = method
+    med['teacher_cache'] = distiller.cache is not None
     return med
 
 
@@ -503,11 +528,12 @@ def data_fingerprint(opts=(), profile='demo'):
         digest = dataset_digest(path)
     except OSError:
         digest = None
-    pinned = digest == PINNED_DIGESTS.get(profile)
+    data_name = PROFILES[profile].get('pinned', profile)
+    pinned = digest == PINNED_DIGESTS.get(data_name)
     note = '{}, content sha256 {} ({})'.format(
-        root, digest and digest[:16], 'the pinned {} dataset'.format(profile)
-        if pinned else 'NOT the pinned {} dataset: results are not '
-        'comparable with the README'.format(profile))
+        root, digest and digest[:16], 'the pinned {} dataset'.format(
+            data_name) if pinned else 'NOT the pinned {} dataset: results '
+        'are not comparable with the README'.format(data_name))
     return {'dataset_dir': root, 'sha256': digest, 'pinned_default': pinned,
             'note': note}
 
@@ -575,7 +601,8 @@ def write_report(rows, profile, path, command_line, targets=None,
             '', '## Cost of one step (batch {}, median of interleaved '
             'repeats, seconds)'.format(profile['batch_size']), '',
             '| student train step | teacher inference forward | distill step '
-            '(l2) | distill loss alone (fwd+bwd) |', '|---|---|---|---|',
+            '({}) | distill loss alone (fwd+bwd) |'.format(
+                profile.get('distill_method', 'l2')), '|---|---|---|---|',
             '| {student_train_step:.4f} | {teacher_inference_forward:.4f} | '
             '{distill_step:.4f} | {distill_loss_only:.4f} |'.format(**profile),
             '', '- distill step / (student step + teacher forward): '
@@ -585,6 +612,10 @@ def write_report(rows, profile, path, command_line, targets=None,
                 profile['ratio_distill_vs_student']),
             '- distillation loss share of the distill step: **{:.1%}** '
             '(target < 5%)'.format(profile['loss_share_of_distill_step'])]
+        if profile.get('teacher_cache'):
+            lines.append('- the teacher cache is on: the distill step reads '
+                         "the teacher's outputs from it, as every epoch "
+                         'after the first does')
     if balance:
         lines += ['', '## Loss balance: distill_loss / det_loss', '',
                   'Mean over seeds of the logged ratio at 10 %, 50 % and the '

@@ -183,3 +183,30 @@ def test_an_interrupted_run_resumes_from_its_last_checkpoint(demo_voc,
     again = paddle.load(os.path.join(ck, 'model_final.pdparams'))
     for k in weights:
         np.testing.assert_array_equal(weights[k].numpy(), again[k].numpy())
+
+
+def test_gfl_demo_profile_runs_the_gfl_configs_with_ld():
+    """The gfl_demo rows are data: the GFL demo configs in the student and
+    teacher roles, LD overrides that the student config accepts."""
+    import sys
+    from conftest import ROOT
+    from detdistill.benchmark import command
+    from detdistill.config import load_config
+    assert command('ld', 1, 'out', profile='gfl_demo') == [
+        sys.executable, 'slim/distillation/distill.py', '-c',
+        'configs/demo/gfl_r18_demo.yml', '-t', 'configs/demo/gfl_r34_demo.yml',
+        '--teacher_pretrained', os.path.join(
+            'out', 'runs', 'teacher_s0', 'gfl_r34_demo', 'model_final'),
+        '--eval', '-o', 'save_dir=' + os.path.join('out', 'runs', 'ld_s1'),
+        'seed=1', 'distill_loss=ld', 'LDDistill.vlr_ld_weight=0']
+    assert command('ld_vlr', 0, 'out', profile='gfl_demo')[-1] == \
+        'distill_loss=ld'
+    assert command('teacher', 0, 'out', profile='gfl_demo')[1:4] == [
+        'tools/train.py', '-c', 'configs/demo/gfl_r34_demo.yml']
+    assert command('baseline', 0, 'out', profile='gfl_demo')[1:4] == [
+        'tools/train.py', '-c', 'configs/demo/gfl_r18_demo.yml']
+    for method in ('ld', 'ld_vlr'):
+        cmd = command(method, 0, 'out', profile='gfl_demo')
+        cfg = load_config(os.path.join(ROOT, cmd[3]),
+                          cmd[cmd.index('-o') + 1:])
+        assert cfg['distill_loss'] == 'ld'

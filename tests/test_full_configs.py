@@ -6,7 +6,10 @@ release/2.6's own config files with ppdet (yolov3_mobilenet_v1_270e_voc.yml
 and yolov3_r34_270e_coco.yml, with their _BASE_ trees) and comparing
 state-dict names and shapes with ours: the student is identical (241 keys),
 the teacher differs only in the six class-dependent head keys (291 keys;
-[255, ...] for COCO's 80 classes, [75, ...] for VOC's 20). The comparison
+[255, ...] for COCO's 80 classes, [75, ...] for VOC's 20). The GFL configs
+likewise against gfl_r18vd_1x_coco.yml and gfl_r101vd_fpn_mstrain_2x_coco.yml
+(and the LD student gfl_slim_ld_r18vd_1x_coco.yml): identical but for
+head.gfl_head_cls ([80, ...] vs [20, ...]). The comparison
 itself (the last test) needs a PaddleDetection git mirror and is skipped
 without one; the rest runs anywhere.
 """
@@ -29,6 +32,16 @@ TEACHER_BODY_DIGEST = \
     '61c1d173d5c6a37fee1f18dbb28bc2e9980ddec40bf5bea4de55e62b820cc4c0'
 HEAD = ['yolo_head.yolo_output.{}.{}'.format(i, p) for i in range(3)
         for p in ('weight', 'bias')]
+GFL_HEAD = ['head.gfl_head_cls.weight', 'head.gfl_head_cls.bias']
+# ours -> (PaddleDetection's COCO config, key count, digest without GFL_HEAD)
+GFL = {
+    'gfl_r18vd_1x_voc': (
+        'gfl_r18vd_1x_coco', 173,
+        '995a7baf39d21161d8d10b59e645578505f03104d79ccfedb8105f72a4888c66'),
+    'gfl_r101vd_fpn_mstrain_2x_voc': (
+        'gfl_r101vd_fpn_mstrain_2x_coco', 588,
+        '5f8658b1781325717e7db6b43d07eb052fa43f664e25afa2d7c53d1ca1a466e8'),
+}
 MIRROR = os.environ.get(
     'PADDLEDETECTION_MIRROR',
     '/work/.mirror/PaddlePaddle+PaddleDetection/repo')
@@ -86,6 +99,31 @@ def test_teacher_is_yolov3_r34_with_a_voc_head(ours):
     assert _digest(t, skip=HEAD) == TEACHER_BODY_DIGEST
 
 
+@pytest.fixture(scope='module')
+def gfl_ours():
+    return {name: _shapes(build_model(load_config(
+        os.path.join(ROOT, 'configs', name + '.yml')))) for name in GFL}
+
+
+def test_gfl_configs_are_paddledetection_gfl_with_a_voc_head(gfl_ours):
+    for name, (_, count, digest) in GFL.items():
+        m = gfl_ours[name]
+        assert len(m) == count, name
+        assert sum(k.startswith('neck.') for k in m) == 16
+        assert sum(k.startswith('head.') for k in m) == 42
+        # 20 classes; 4 edges x (reg_max 16 + 1) distribution bins
+        assert m['head.gfl_head_cls.weight'] == [20, 256, 3, 3]
+        assert m['head.gfl_head_cls.bias'] == [20]
+        assert m['head.gfl_head_reg.weight'] == [68, 256, 3, 3]
+        assert [k for k in m if k.endswith('scale_reg')] == [
+            'head.p{}_feat.scale_reg'.format(i) for i in range(3, 8)]
+        assert _digest(m, skip=GFL_HEAD) == digest, name
+    assert gfl_ours['gfl_r18vd_1x_voc']['backbone.res5.res5b.branch2b.'
+                                        'conv.weight'] == [512, 512, 3, 3]
+    assert gfl_ours['gfl_r101vd_fpn_mstrain_2x_voc'][
+        'backbone.res4.res4b22.branch2c.conv.weight'] == [1024, 256, 1, 1]
+
+
 def test_voc_recipe(ours):
     for name in ours:
         cfg = load_config(os.path.join(ROOT, 'configs', name + '.yml'))
@@ -128,7 +166,7 @@ def paddledetection_configs(tmp_path_factory):
     out = tmp_path_factory.mktemp('pdconfigs')
     archive = subprocess.run(
         ['git', '-C', MIRROR, 'archive', 'release/2.6', 'configs/yolov3',
-         'configs/datasets', 'configs/runtime.yml'],
+         'configs/gfl', 'configs/datasets', 'configs/runtime.yml'],
         check=True, capture_output=True).stdout
     subprocess.run(['tar', '-x', '-C', str(out)], input=archive, check=True)
     return os.path.join(str(out), 'configs', 'yolov3')
@@ -153,3 +191,19 @@ def test_same_names_and_shapes_as_paddledetection_configs(
     # ppdet's own loader reads our _BASE_ tree the same way ours does
     assert _ppdet_build(os.path.join(
         ROOT, 'configs', 'yolov3_r34_voc.yml')) == teacher
+
+
+def test_gfl_same_names_and_shapes_as_paddledetection_configs(
+        paddledetection_configs, gfl_ours):
+    gfl = os.path.join(os.path.dirname(paddledetection_configs), 'gfl')
+    for name, (theirs, _, digest) in GFL.items():
+        coco = _ppdet_build(os.path.join(gfl, theirs + '.yml'))
+        ours = gfl_ours[name]
+        assert list(coco) == list(ours), name
+        assert [k for k in coco if coco[k] != ours[k]] == GFL_HEAD, name
+        assert coco['head.gfl_head_cls.weight'] == [80, 256, 3, 3]
+        assert _digest(coco, skip=GFL_HEAD) == digest, name
+    # PaddleDetection's LD-distilled student (LDGFLHead) has the same keys
+    ld = _ppdet_build(os.path.join(gfl, 'gfl_slim_ld_r18vd_1x_coco.yml'))
+    assert list(ld) == list(gfl_ours['gfl_r18vd_1x_voc'])
+    assert _digest(ld, skip=GFL_HEAD) == GFL['gfl_r18vd_1x_voc'][2]

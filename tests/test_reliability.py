@@ -152,8 +152,8 @@ def test_teacher_loss_is_that_of_the_logged_step(demo_voc, tmp_path,
     (['use_fine_grained_loss=true', 'distill_loss=kl'],
      'use_fine_grained_loss=true asks for the fine-grained loss but '
      'distill_loss=kl'),
-    (['temperature=2'], 'temperature .* softens the kl loss only; this run '
-                        'uses L2Distill'),
+    (['temperature=2'], 'temperature .* softens the kl and ld losses only; '
+                        'this run uses L2Distill'),
     (['use_fine_grained_loss=true', 'temperature=2'],
      'uses FineGrainedDistill'),
     (['distill_loss=kl', 'temperature=0'],

@@ -36,7 +36,8 @@ __all__ = ['read_unlabeled_list', 'list_image_dir', 'validate_images',
 # Mixup needs a pair of samples, which only the labeled dataset makes: on an
 # unlabeled sample it returns the sample unchanged.
 GT_OPS = ('NormalizeBox', 'PadBox', 'BboxXYXY2XYWH', 'PadGT', 'Gt2YoloTarget',
-          'Gt2FCOSTarget', 'Gt2TTFTarget', 'Gt2GFLTarget', 'Gt2CenterNetTarget',
+          'Gt2FCOSTarget', 'Gt2TTFTarget', 'Gt2GFLTarget', 'Gt2LDTarget',
+          'Gt2CenterNetTarget',
           'Gt2Solov2Target', 'Gt2SparseTarget', 'Gt2CenterTrackTarget')
 
 UNLABELED = 'unlabeled_sample'

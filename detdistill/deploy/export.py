@@ -1,4 +1,4 @@
-"""Export a trained YOLOv3 in PaddleDetection's deploy layout:
+"""Export a trained YOLOv3 or GFL in PaddleDetection's deploy layout:
 
     DIR/model.json, model.pdiparams   Paddle Inference (Paddle 3's PIR)
     DIR/infer_cfg.yml                 arch, preprocessing, input size,
@@ -10,7 +10,10 @@ Inputs, as PaddleDetection's deploy code feeds them: `image` [B, 3, H, W]
 (resized / original, y then x). Outputs, in this order: `bbox` [N, 6], rows
 (class, score, x1, y1, x2, y2) in original-image pixels, and `bbox_num` [B];
 with `exclude_nms`, `boxes` [B, M, 4] and `scores` [B, C, M], the decoded
-candidates NMS would take (its settings go to infer_cfg.yml under `NMS`).
+candidates NMS would take (its settings go to infer_cfg.yml under `NMS`):
+YOLOBox's for YOLOv3, for GFL the head's own decoding (the expected edge
+distances of its distributions around each location) rescaled as
+GFLHead.post_process does.
 
 The export is written to a temporary directory beside DIR and checked against
 the dygraph model (verify.check_export) before it is renamed into place: a
@@ -28,8 +31,9 @@ from paddle.static import InputSpec
 from ..logger import get_logger
 from .nms import multiclass_nms, nms_settings
 
-__all__ = ['ExportError', 'DeployYOLOv3', 'image_shape', 'label_list',
-           'infer_config', 'save_inference_model', 'export']
+__all__ = ['ExportError', 'DeployYOLOv3', 'DeployGFL', 'deploy_layer',
+           'image_shape', 'label_list', 'infer_config',
+           'save_inference_model', 'export']
 
 logger = get_logger()
 INPUTS = ('image', 'im_shape', 'scale_factor')
@@ -44,6 +48,7 @@ class DeployYOLOv3(paddle.nn.Layer):
     """ppdet's YOLOv3 eval forward with positional inputs, as exported:
     backbone, neck, head, YOLOBox decoding and (unless `with_nms` is False)
     multi-class NMS."""
+    inputs = INPUTS
 
     def __init__(self, detector, with_nms=True):
         super().__init__()
@@ -64,17 +69,59 @@ class DeployYOLOv3(paddle.nn.Layer):
         return multiclass_nms(boxes, scores, self.nms)
 
 
+class DeployGFL(paddle.nn.Layer):
+    """ppdet's GFL eval forward with positional inputs: backbone, neck, the
+    head's eval branch (sigmoid scores and decoded boxes per level), the
+    rescaling of GFLHead.post_process and (unless `with_nms` is False)
+    multi-class NMS. GFL does not clip its boxes to the image, so it takes no
+    `im_shape` (an unused input is an error for paddle.jit.save)."""
+    inputs = ('image', 'scale_factor')
+
+    def __init__(self, detector, with_nms=True):
+        super().__init__()
+        self.detector = detector
+        self.with_nms = with_nms
+        self.nms = nms_settings(detector)
+
+    def forward(self, image, scale_factor):
+        det = self.detector
+        scores, boxes = det.head(det.neck(det.backbone({'image': image})))
+        boxes = paddle.concat(boxes, axis=1) / \
+            scale_factor.flip([1]).tile([1, 2]).unsqueeze(1)
+        scores = paddle.concat(scores, axis=1).transpose([0, 2, 1])
+        if not self.with_nms:
+            return boxes, scores
+        return multiclass_nms(boxes, scores, self.nms)
+
+
+DEPLOY = {'YOLOv3': DeployYOLOv3, 'GFL': DeployGFL}
+# infer_cfg.yml's arch and min_subgraph_size, as PaddleDetection 2.6 writes
+# them (ppdet/engine/export_utils.py)
+ARCH = {'YOLOv3': ('YOLO', 3), 'GFL': ('GFL', 16)}
+
+
+def deploy_layer(detector, with_nms=True):
+    """The exported network of `detector` (a ppdet YOLOv3 or GFL)."""
+    return DEPLOY[type(detector).__name__](detector, with_nms)
+
+
 def _check_architecture(cfg, detector):
     arch = cfg.get('architecture')
-    post = getattr(detector, 'post_process', None)
-    ok = (arch == 'YOLOv3' and type(post).__name__ == 'BBoxPostProcess' and
-          type(post.decode).__name__ == 'YOLOBox' and
-          type(post.nms).__name__ == 'MultiClassNMS')
+    if arch == 'GFL':
+        nms = getattr(getattr(detector, 'head', None), 'nms', None)
+        ok = type(nms).__name__ == 'MultiClassNMS'
+        got = 'a head with {}'.format(type(nms).__name__)
+    else:
+        post = getattr(detector, 'post_process', None)
+        ok = (arch == 'YOLOv3' and type(post).__name__ == 'BBoxPostProcess'
+              and type(post.decode).__name__ == 'YOLOBox' and
+              type(post.nms).__name__ == 'MultiClassNMS')
+        got = type(post).__name__
     if not ok:
         raise ExportError(
             '{}: export supports YOLOv3 with BBoxPostProcess (YOLOBox + '
-            'MultiClassNMS); got architecture {!r} with {}'.format(
-                cfg.get('config_path'), arch, type(post).__name__))
+            'MultiClassNMS) and GFL with MultiClassNMS; got architecture {!r} '
+            'with {}'.format(cfg.get('config_path'), arch, got))
 
 
 def image_shape(cfg):
@@ -134,16 +181,17 @@ def label_list(cfg):
 
 
 def infer_config(cfg, detector, with_nms=True):
-    """infer_cfg.yml's content: PaddleDetection 2.6's keys for a YOLOv3
-    (its deploy code reads these), then ours."""
+    """infer_cfg.yml's content: PaddleDetection 2.6's keys (its deploy code
+    reads these), then ours."""
     shape = image_shape(cfg)
+    arch, min_subgraph = ARCH[cfg.get('architecture', 'YOLOv3')]
     out = {
         'mode': 'paddle',
         'draw_threshold': float(cfg.get('draw_threshold', 0.5)),
         'metric': cfg.get('metric', 'VOC'),
         'use_dynamic_shape': shape[1] == -1,
-        'arch': 'YOLO',
-        'min_subgraph_size': 3,
+        'arch': arch,
+        'min_subgraph_size': min_subgraph,
         'Preprocess': _preprocess(cfg, shape),
         'label_list': label_list(cfg),
         # detdistill's additions
@@ -162,11 +210,10 @@ def save_inference_model(detector, cfg, out_dir, with_nms=True):
     _check_architecture(cfg, detector)
     shape = image_shape(cfg)
     detector.eval()
-    spec = [InputSpec([None] + shape, 'float32', 'image'),
-            InputSpec([None, 2], 'float32', 'im_shape'),
-            InputSpec([None, 2], 'float32', 'scale_factor')]
-    paddle.jit.save(DeployYOLOv3(detector, with_nms),
-                    os.path.join(out_dir, 'model'), input_spec=spec)
+    layer = deploy_layer(detector, with_nms)
+    spec = [InputSpec([None] + shape if name == 'image' else [None, 2],
+                      'float32', name) for name in layer.inputs]
+    paddle.jit.save(layer, os.path.join(out_dir, 'model'), input_spec=spec)
     for name in ('model.json', 'model.pdiparams'):
         if not os.path.isfile(os.path.join(out_dir, name)):
             raise ExportError('paddle.jit.save did not write {}'.format(

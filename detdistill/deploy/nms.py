@@ -1,5 +1,6 @@
-"""Multi-class NMS as ppdet's YOLOv3 post-process runs it, callable both
-inside an exported program and on the host (for models exported without it).
+"""Multi-class NMS as ppdet's YOLOv3 and GFL post-processes run it, callable
+both inside an exported program and on the host (for models exported
+without it).
 
 ppdet 2.6's `ops.multiclass_nms` builds a legacy-IR operator in static mode
 (`LayerHelper.append_op`), which Paddle 3's PIR refuses; the phi operator
@@ -14,17 +15,22 @@ __all__ = ['nms_settings', 'multiclass_nms', 'multiclass_nms_numpy']
 
 def nms_settings(detector):
     """The detector's MultiClassNMS arguments, as written to infer_cfg.yml."""
-    post = detector.post_process
-    nms = post.nms
+    if type(detector).__name__ == 'GFL':
+        # GFLHead.post_process calls its NMS with the default background
+        # label, -1: no class is dropped.
+        nms, background = detector.head.nms, -1
+    else:
+        # BBoxPostProcess passes num_classes as the background label, i.e.
+        # no class is dropped.
+        nms = detector.post_process.nms
+        background = detector.post_process.num_classes
     return {'score_threshold': float(nms.score_threshold),
             'nms_top_k': int(nms.nms_top_k),
             'keep_top_k': int(nms.keep_top_k),
             'nms_threshold': float(nms.nms_threshold),
             'normalized': bool(nms.normalized),
             'nms_eta': float(nms.nms_eta),
-            # BBoxPostProcess passes num_classes as the background label,
-            # i.e. no class is dropped.
-            'background_label': int(post.num_classes)}
+            'background_label': int(background)}
 
 
 def multiclass_nms(boxes, scores, settings):

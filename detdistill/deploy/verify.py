@@ -28,7 +28,7 @@ from PIL import Image
 from scipy.optimize import linear_sum_assignment
 
 from ..logger import get_logger
-from .export import DeployYOLOv3
+from .export import deploy_layer
 from .nms import nms_settings
 from .predictor import ExportedDetector
 
@@ -207,8 +207,15 @@ def _reference(detector, feed, with_nms):
         if with_nms:  # ppdet's own eval forward, as tools/infer.py runs it
             out = detector(tensors)
             return [out['bbox'].numpy(), out['bbox_num'].numpy()]
-        return [t.numpy() for t in DeployYOLOv3(detector, False)(
-            tensors['image'], tensors['im_shape'], tensors['scale_factor'])]
+        layer = deploy_layer(detector, False)
+        return [t.numpy() for t in layer(*[tensors[n] for n in layer.inputs])]
+
+
+def _conf_thresh(detector):
+    """The score under which decoding zeroes a candidate: YOLOBox's
+    conf_thresh; GFL keeps every candidate's sigmoid score (0)."""
+    post = getattr(detector, 'post_process', None)
+    return post.decode.conf_thresh if post is not None else 0.
 
 
 def check_export(model_dir, detector, images=None, backends=('paddle',)):
@@ -244,8 +251,8 @@ def check_export(model_dir, detector, images=None, backends=('paddle',)):
                 stats, problems = compare_detections(
                     ref, got, feed, nms_settings(detector))
             else:
-                stats, problems = compare_raw(
-                    ref, got, feed, detector.post_process.decode.conf_thresh)
+                stats, problems = compare_raw(ref, got, feed,
+                                              _conf_thresh(detector))
             report[backend] = stats
             logger.info('check {} vs dygraph on {} images: {}{}'.format(
                 backend, len(images), ', '.join(

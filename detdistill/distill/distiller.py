@@ -13,6 +13,11 @@ Its `forward` in training mode returns the trainer's loss dict:
                   LogOnly output: the trainer computes it only on logged
                   steps (it trains nothing and costs ~5 % of a step)
 In eval mode it is the student, so evaluation and export see only the student.
+A loss with `needs_batch = True` (LDDistill) is called once per step with
+every pair's outputs and the batch (its regions come from the batch's
+target assignment) instead of once per pair; it may name its own default
+pairs (`default_pairs(student)`) and compute the teacher's detection loss
+(`teacher_loss(teacher, outputs, inputs)`) for a head other than YOLOv3's.
 """
 import collections
 
@@ -25,17 +30,19 @@ from ..engine.callbacks import LogOnly
 from ..logger import get_logger
 from .teacher_cache import build_teacher_cache
 from .pairing import (DEFAULT_PAIRS, OutputRecorder, PairingError,
-                      check_names, check_shapes, describe_outputs)
+                      check_names, check_shapes, check_single_calls,
+                      describe_outputs)
 
 __all__ = ['Distiller', 'build_distiller', 'LOSS_ALIASES', 'DEFAULT_WEIGHTS']
 
 logger = get_logger()
 
 LOSS_ALIASES = {'l2': 'L2Distill', 'fine_grained': 'FineGrainedDistill',
-                'kl': 'KLDistill'}
+                'kl': 'KLDistill', 'ld': 'LDDistill'}
 # L2 and fine-grained follow PaddleDetection's recipes (0.5 VOC L2: 100;
 # DistillYOLOv3Loss: 1000). KL takes the fine-grained weight (its terms are
-# means over the same cells); not tuned, see README.
+# means over the same cells); not tuned, see README. Others: 1 (LDDistill
+# weighs its components itself).
 DEFAULT_WEIGHTS = {'L2Distill': 100., 'FineGrainedDistill': 1000.,
                    'KLDistill': 1000.}
 
@@ -103,16 +110,17 @@ class Distiller(nn.Layer):
             det = self.student(inputs)
         t_out = self.teacher_outputs(inputs)
         if not self._checked:
+            check_single_calls(rec, 'the student')
             self._check(rec.outputs, t_out, inputs)
-        parts = self._distill_parts(rec.outputs, t_out)
+        parts = self.distill_parts(rec.outputs, t_out, inputs)
         out = collections.OrderedDict()
         distill = self.weight * paddle.add_n(list(parts.values()))
         out['loss'] = det['loss'] + distill
         out['det_loss'] = det['loss']
         out['distill_loss'] = distill
         if unlabeled is not None:
-            parts_u = self._distill_parts(self.student_outputs(unlabeled),
-                                          self.teacher_outputs(unlabeled))
+            parts_u = self.distill_parts(self.student_outputs(unlabeled),
+                                         self.teacher_outputs(unlabeled))
             distill_u = self.unlabeled_weight * self.weight * paddle.add_n(
                 list(parts_u.values()))
             out['loss'] = out['loss'] + distill_u
@@ -126,8 +134,13 @@ class Distiller(nn.Layer):
             lambda: self._teacher_loss(t_out, inputs))
         return out
 
-    def _distill_parts(self, s_out, t_out):
-        """Loss components summed over the pairs (unweighted)."""
+    def distill_parts(self, s_out, t_out, inputs=None):
+        """Loss components summed over the pairs (unweighted by
+        distill_loss_weight)."""
+        if getattr(self.distill_loss, 'needs_batch', False):
+            return self.distill_loss([s_out[s] for s, _ in self.pairs],
+                                     [t_out[t] for _, t in self.pairs],
+                                     inputs)
         parts = collections.OrderedDict()
         for s, t in self.pairs:
             for k, v in self.distill_loss(s_out[s], t_out[t]).items():
@@ -135,6 +148,9 @@ class Distiller(nn.Layer):
         return parts
 
     def _teacher_loss(self, t_out, inputs):
+        if hasattr(self.distill_loss, 'teacher_loss'):
+            return self.distill_loss.teacher_loss(
+                self.teacher, [t_out[t] for _, t in self.pairs], inputs)
         head = getattr(self.teacher, 'yolo_head', None)
         names = ['yolo_head.yolo_output.{}'.format(i) for i in range(3)]
         if head is None or any(n not in t_out for n in names):
@@ -181,13 +197,16 @@ def build_distiller(cfg, student, teacher):
     if cfg.get('temperature') is not None:
         if not hasattr(loss, 'temperature'):
             raise ConfigError(
-                'temperature (--temperature) softens the kl loss only; this '
-                'run uses {} (distill_loss=kl to use it)'.format(name))
+                'temperature (--temperature) softens the kl and ld losses '
+                'only; this run uses {} (distill_loss=kl or ld to use '
+                'it)'.format(name))
         try:
             loss.temperature = cfg['temperature']
         except ValueError as e:
             raise ConfigError(str(e)) from None
-    pairs = cfg.get('distill_pairs') or DEFAULT_PAIRS
+    pairs = cfg.get('distill_pairs') or (
+        loss.default_pairs(student) if hasattr(loss, 'default_pairs')
+        else DEFAULT_PAIRS)
     logger.info('Distillation: {} x {} on {} pairs ({})'.format(
         name, weight, len(pairs), ', '.join(
             s if s == t else '{}<-{}'.format(s, t) for s, t in pairs)))
@@ -195,5 +214,11 @@ def build_distiller(cfg, student, teacher):
     if not isinstance(unlabeled_weight, (int, float)) or unlabeled_weight < 0:
         raise ConfigError('unlabeled_distill_weight must be a number >= 0, '
                           'got {!r}'.format(unlabeled_weight))
+    if getattr(loss, 'needs_batch', False) and (
+            cfg.get('unlabeled_list') or cfg.get('unlabeled_dir')):
+        raise ConfigError(
+            '{} distills regions chosen from the ground truth (positive '
+            'and valuable localization locations): unlabeled images '
+            '(unlabeled_list, unlabeled_dir) have none'.format(name))
     return Distiller(student, teacher, loss, pairs, weight, unlabeled_weight,
                      build_teacher_cache(cfg))

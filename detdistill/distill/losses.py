@@ -1,6 +1,9 @@
-"""Distillation losses for YOLOv3 head outputs: one pair (one head level) in, a
-dict of named, unweighted scalar components out. The distiller sums them over
-pairs and multiplies by `distill_loss_weight`.
+"""Distillation losses. For YOLOv3 head outputs (L2, fine-grained, KL): one
+pair (one head level) in, a dict of named, unweighted scalar components out;
+the distiller sums them over pairs and multiplies by `distill_loss_weight`.
+For GFL heads (LDDistill, localization distillation): every level's pairs
+and the batch in at once (its regions come from the target assignment), its
+components weighted by their own weights.
 
 Each output is the raw head conv output [N, A*(5+C), H, W]; per anchor the
 channels are (x, y, w, h, obj, cls_0..cls_{C-1}). Teacher tensors are detached
@@ -19,13 +22,16 @@ strips IoU-aware channels before building its pairs; these losses expect a
 plain YOLOv3 head (no `iou_aware`).
 """
 import collections
+import math
 
 import paddle
 import paddle.nn.functional as F
 from paddle import nn
 from ppdet.core.workspace import register, serializable
 
-__all__ = ['L2Distill', 'FineGrainedDistill', 'KLDistill']
+from ..config import ConfigError
+
+__all__ = ['L2Distill', 'FineGrainedDistill', 'KLDistill', 'LDDistill']
 
 _LAYOUT = 'A*(5+C) channels, per anchor (x, y, w, h, obj, cls_0..cls_C-1)'
 
@@ -60,6 +66,19 @@ def _split(x, num_classes):
 def _bce(logit, target):
     """Sigmoid cross-entropy with a (soft) target in [0, 1]."""
     return F.binary_cross_entropy_with_logits(logit, target, reduction='none')
+
+
+def _checked_temperature(value):
+    """A finite float > 0: 0 divides by zero, a negative value flips the
+    loss's sign."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        value = float('nan')
+    if not value > 0 or value == float('inf'):
+        raise ValueError('temperature must be a finite number > 0, got '
+                         '{!r}'.format(value))
+    return value
 
 
 def _bernoulli_kl(s_logit, t_logit):
@@ -167,15 +186,7 @@ class KLDistill(nn.Layer):
 
     @temperature.setter
     def temperature(self, value):
-        # 0 divides by zero, a negative value flips the loss's sign.
-        try:
-            value = float(value)
-        except (TypeError, ValueError):
-            value = float('nan')
-        if not value > 0 or value == float('inf'):
-            raise ValueError('temperature must be a finite number > 0, got '
-                             '{!r}'.format(value))
-        self._temperature = value
+        self._temperature = _checked_temperature(value)
 
     def forward(self, student, teacher):
         _check_pair(student, teacher, self.num_classes)
@@ -193,3 +204,198 @@ class KLDistill(nn.Layer):
         return collections.OrderedDict(
             reg=_gated_box(s, t, gate), cls=T * T * (kl_cls * gate).mean(),
             obj=T * T * kl_obj.mean())
+
+
+def _flatten_levels(outputs):
+    """[N, ch, H_l, W_l] per level -> [N, sum_l H_l W_l, ch]: per image,
+    levels one after the other, each row-major (y, then x), the layout of
+    ppdet's Gt2GFLTarget assignment (labels, vlr_regions: [N, locations])."""
+    return paddle.concat([x.transpose([0, 2, 3, 1]).reshape(
+        [x.shape[0], -1, x.shape[1]]) for x in outputs], axis=1)
+
+
+def _softmax_kl(s_logit, t_logit):
+    """KL(softmax(t) ‖ softmax(s)) over the last axis, from log-softmaxes."""
+    log_pt = F.log_softmax(t_logit, axis=-1)
+    return (log_pt.exp() * (log_pt - F.log_softmax(s_logit, axis=-1))).sum(
+        axis=-1)
+
+
+@register
+@serializable
+class LDDistill(nn.Layer):
+    """Localization distillation (Zheng et al., CVPR 2022) for GFL heads,
+    whose box branch predicts, per location and box edge, a distribution
+    over reg_max + 1 distances. With T the temperature, KL_e(p) =
+    KL(softmax(t_pe/T) ‖ softmax(s_pe/T)) for edge e of location p, and
+    KL_c(p) the same over the C class logits:
+
+      ld     = ld_weight     · T²/(4(n+1))  Σ_{p∈P} w_p Σ_e KL_e(p)
+      vlr_ld = vlr_ld_weight · T²/(16(n+1)) Σ_{p∈V} v_p Σ_e KL_e(p)
+      kd     = kd_weight     · T²/C · Σ_l mean_{p∈P_l} KL_c(p)
+      vlr_kd = vlr_kd_weight · T²/C · Σ_l mean_{p∈V_l} KL_c(p)
+
+    P: the positive locations of the batch's ATSS assignment (`labels` <
+    C), P_l those of level l; w_p = max_c σ(s_cls) (the student's own
+    score, no gradient: GFL's weighting of its box losses); V: locations
+    with `vlr_regions` v_p > 0 that are not positive (Gt2LDTarget's
+    valuable localization region; v_p the anchor's IoU with its box);
+    levels without locations of a region add nothing. Sums run over every
+    image of the batch. These are the normalisations of the authors' LDHead
+    and ppdet's LDGFLHead (KnowledgeDistillationKLDivLoss: a mean over the
+    n+1 bins or C classes, avg_factor 4 and 16, per-level means for KD), so
+    their weights carry over; the defaults (T = 10, ld and vlr_ld 0.25) are
+    the paper's. Class KD takes a softmax over the classes like theirs
+    (GFL's classifier is per-class sigmoid; the KL loss's Bernoulli form is
+    not used here). kd and vlr_kd are off by default (the authors' LDHead
+    uses 0.5 at T = 10 for kd, and multiplies its VLR KD by 0); a
+    component with weight 0 is neither computed nor logged.
+
+    Pairs (`default_pairs`): every level's distribution output (the GFL
+    head's `p{log2 stride}_feat` scale layers, [N, 4(n+1), H, W]), then
+    every level's class logits (the shared `gfl_head_cls`, one call per
+    level, [N, C, H, W]), levels in the head's order.
+    """
+    __shared__ = ['num_classes']
+    needs_batch = True
+    _COMPONENTS = ('ld', 'vlr_ld', 'kd', 'vlr_kd')
+
+    def __init__(self, num_classes=80, temperature=10., ld_weight=0.25,
+                 vlr_ld_weight=0.25, kd_weight=0., vlr_kd_weight=0.):
+        super().__init__()
+        self.num_classes = num_classes
+        self.temperature = temperature
+        self.weights = {}
+        for name, w in zip(self._COMPONENTS, (ld_weight, vlr_ld_weight,
+                                               kd_weight, vlr_kd_weight)):
+            if not isinstance(w, (int, float)) or not 0 <= w < float('inf'):
+                raise ValueError('LDDistill.{}_weight must be a number >= 0, '
+                                 'got {!r}'.format(name, w))
+            self.weights[name] = float(w)
+        if not any(self.weights.values()):
+            raise ValueError('LDDistill: every component weight is 0 '
+                             '(ld_weight, vlr_ld_weight, kd_weight, '
+                             'vlr_kd_weight): nothing to distill')
+
+    @property
+    def temperature(self):
+        return self._temperature
+
+    @temperature.setter
+    def temperature(self, value):
+        self._temperature = _checked_temperature(value)
+
+    @staticmethod
+    def default_pairs(student):
+        """The GFL head's distribution and class outputs, level by level."""
+        from .pairing import PairingError
+        head = getattr(student, 'head', None)
+        if head is None or not hasattr(head, 'gfl_head_cls'):
+            raise PairingError(
+                'distill_loss=ld pairs the outputs of a GFL head (head.p*_feat'
+                ', head.gfl_head_cls#level); this student has none: use a GFL '
+                'config (configs/demo/gfl_r18_demo.yml) or set distill_pairs')
+        levels = [int(round(math.log2(s))) for s in head.fpn_stride]
+        names = ['head.p{}_feat'.format(lvl) for lvl in levels] + \
+            ['head.gfl_head_cls#{}'.format(i) for i in range(len(levels))]
+        return [(n, n) for n in names]
+
+    def _split(self, outputs, role):
+        if len(outputs) % 2:
+            raise ValueError('LDDistill takes the distribution outputs of '
+                             'every level, then the class outputs of every '
+                             'level; got {} outputs'.format(len(outputs)))
+        half = len(outputs) // 2
+        reg, cls = outputs[:half], outputs[half:]
+        shapes = [list(x.shape) for x in outputs]
+        for r, c in zip(reg, cls):
+            if r.ndim != 4 or c.ndim != 4 or r.shape[1] % 4 or \
+                    c.shape[1] != self.num_classes or \
+                    r.shape[2:] != c.shape[2:]:
+                raise ValueError(
+                    'LDDistill: {} outputs {}: expected per level a '
+                    'distribution [N, 4*(reg_max+1), H, W], then per level '
+                    'class logits [N, num_classes={}, H, W] of the same '
+                    'H, W'.format(role, shapes, self.num_classes))
+        return reg, cls
+
+    def forward(self, student, teacher, inputs):
+        s_reg, s_cls = self._split(student, 'student')
+        t_reg, t_cls = self._split([t.detach() for t in teacher], 'teacher')
+        sizes = [x.shape[2] * x.shape[3] for x in s_cls]
+        labels = inputs['labels']
+        n, locations = s_cls[0].shape[0], sum(sizes)
+        if list(labels.shape) != [n, locations]:
+            raise ValueError(
+                'LDDistill: the batch assigns {} locations per image (labels '
+                '{}) but the head outputs {} ([N={}]): the reader\'s '
+                'Gt2LDTarget/Gt2GFLTarget downsample_ratios must be the '
+                'head\'s fpn_stride'.format(labels.shape[1],
+                                            list(labels.shape), locations, n))
+        T = self.temperature
+        w = self.weights
+        pos = paddle.logical_and(labels >= 0, labels < self.num_classes
+                                 ).astype('float32')
+        vlr = None
+        if w['vlr_ld'] or w['vlr_kd']:
+            if 'vlr_regions' not in inputs:
+                raise ConfigError(
+                    'LDDistill: vlr_ld_weight / vlr_kd_weight need '
+                    '`vlr_regions` in the batch: use Gt2LDTarget instead of '
+                    'Gt2GFLTarget in TrainReader.batch_transforms (the GFL '
+                    'configs do), or set both weights to 0')
+            vlr = inputs['vlr_regions'].astype('float32') * (1 - pos)
+        sc = _flatten_levels(s_cls)
+        out = collections.OrderedDict()
+        if w['ld'] or w['vlr_ld']:
+            s = _flatten_levels(s_reg)
+            bins = s.shape[2] // 4
+            s = s.reshape([n, locations, 4, bins])
+            t = _flatten_levels(t_reg).reshape([n, locations, 4, bins])
+            kl = _softmax_kl(s / T, t / T).sum(axis=2)  # [N, locations]
+            scale = T * T / bins
+            if w['ld']:
+                score = F.sigmoid(sc.detach()).max(axis=2)
+                out['ld'] = w['ld'] * scale * (kl * score * pos).sum() / 4
+            if w['vlr_ld']:
+                out['vlr_ld'] = w['vlr_ld'] * scale * (kl * vlr).sum() / 16
+        if w['kd'] or w['vlr_kd']:
+            kl = _softmax_kl(sc / T, _flatten_levels(t_cls) / T)
+            scale = T * T / self.num_classes
+            if w['kd']:
+                out['kd'] = w['kd'] * scale * _level_means(kl, pos, sizes)
+            if w['vlr_kd']:
+                out['vlr_kd'] = w['vlr_kd'] * scale * _level_means(
+                    kl, (vlr > 0).astype('float32'), sizes)
+        return out
+
+    def teacher_loss(self, teacher, outputs, inputs):
+        """The teacher's GFL detection loss from its recorded outputs (the
+        raw head outputs a training forward would return)."""
+        half = len(outputs) // 2
+        head = teacher.head
+        project = head.distribution_project
+        was = project.training
+        # Integral reshapes its output per box only in training mode, which
+        # GFLHead.get_loss expects; the teacher itself stays in eval mode.
+        project.training = True
+        try:
+            with paddle.no_grad():
+                losses = head.get_loss((outputs[half:], outputs[:half]),
+                                       inputs)
+        finally:
+            project.training = was
+        return paddle.add_n(list(losses.values()))
+
+
+def _level_means(values, mask, sizes):
+    """Σ over levels of the mean of `values` [N, locations] where `mask` is
+    1, levels whose mask is empty adding nothing."""
+    total, start = paddle.zeros([]), 0
+    for size in sizes:
+        m = mask[:, start:start + size]
+        count = m.sum()
+        if float(count) > 0:
+            total = total + (values[:, start:start + size] * m).sum() / count
+        start += size
+    return total

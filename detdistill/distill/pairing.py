@@ -2,8 +2,14 @@
 sublayer names, captured with forward hooks (MMRazor's recorders, by name).
 
 The default pairs are the YOLO head's raw output convolutions, which have the
-same names in every ppdet YOLOv3. A config can name others as
+same names in every ppdet YOLOv3 (a loss may name its own: `LDDistill`'s are
+the GFL head's). A config can name others as
 `distill_pairs: [[student_name, teacher_name], ...]`.
+
+A layer that runs several times in one forward (a GFL head's classifier is
+one convolution shared by every pyramid level) is named per call:
+`head.gfl_head_cls#2` is the output of its third call. A plain name of such a
+layer is an error at the first step, since it would silently pair one level.
 
 PaddleSlim's dygraph `Distill` pairs named sublayers the same way, but it owns
 the training forward (it returns the student's and teacher's outputs and the
@@ -16,7 +22,8 @@ import paddle
 from paddle import nn
 
 __all__ = ['DEFAULT_PAIRS', 'PairingError', 'OutputRecorder', 'check_names',
-           'check_shapes', 'describe_outputs']
+           'check_shapes', 'check_single_calls', 'describe_outputs',
+           'split_name']
 
 DEFAULT_PAIRS = [('yolo_head.yolo_output.{}'.format(i),) * 2 for i in range(3)]
 
@@ -29,27 +36,53 @@ class _Done(Exception):
     """Raised by the last hook to skip the rest of the teacher's forward."""
 
 
+def split_name(name):
+    """'layer#k' -> ('layer', k); 'layer' -> ('layer', None)."""
+    layer, sep, call = name.partition('#')
+    if not sep:
+        return name, None
+    if not call.isdigit():
+        raise PairingError("'{}': the part after '#' must be a call index "
+                           "(0, 1, ...)".format(name))
+    return layer, int(call)
+
+
 class OutputRecorder:
     """`with OutputRecorder(model, names) as rec: model(x)` fills
-    `rec.outputs[name]`. With `stop_when_done=True` the forward ends as soon
-    as every name has been recorded (the model's return value is then lost)."""
+    `rec.outputs[name]` (for 'layer#k', the k-th call's output; for a plain
+    name, the latest call's) and `rec.calls[layer]`. With
+    `stop_when_done=True` the forward ends as soon as every name has been
+    recorded (the model's return value is then lost)."""
 
     def __init__(self, model, names, stop_when_done=False):
         layers = dict(model.named_sublayers())
-        self.layers = {n: layers[n] for n in names}
+        self.names = list(dict.fromkeys(names))
+        self.wanted = {}  # layer name -> {call index or None: output name}
+        for n in self.names:
+            layer, call = split_name(n)
+            self.wanted.setdefault(layer, {})[call] = n
+        self.layers = {n: layers[n] for n in self.wanted}
         self.stop_when_done = stop_when_done
         self.outputs = {}
+        self.calls = {}
 
     def __enter__(self):
         self.outputs = {}
+        self.calls = {n: 0 for n in self.layers}
         self.handles = [layer.register_forward_post_hook(self._hook(name))
                         for name, layer in self.layers.items()]
         return self
 
-    def _hook(self, name):
+    def _hook(self, layer_name):
+        wanted = self.wanted[layer_name]
+
         def hook(layer, inputs, output):
-            self.outputs[name] = output
-            if self.stop_when_done and len(self.outputs) == len(self.layers):
+            call = self.calls[layer_name]
+            self.calls[layer_name] = call + 1
+            for key in (None, call):
+                if key in wanted:
+                    self.outputs[wanted[key]] = output
+            if self.stop_when_done and len(self.outputs) == len(self.names):
                 raise _Done()
         return hook
 
@@ -62,7 +95,7 @@ class OutputRecorder:
 def check_names(model, names, role):
     """Every paired name must be a sublayer of `model`."""
     layers = dict(model.named_sublayers())
-    missing = [n for n in names if n not in layers]
+    missing = [n for n in names if split_name(n)[0] not in layers]
     if missing:
         convs = [n for n, layer in layers.items()
                  if isinstance(layer, nn.Conv2D)]
@@ -85,6 +118,18 @@ def describe_outputs(model, inputs):
         model.train()
     return ['{}: {}'.format(n, list(rec.outputs[n].shape)) for n in convs
             if n in rec.outputs][-8:]
+
+
+def check_single_calls(recorder, role):
+    """A plain name must be a layer that runs once per forward."""
+    shared = ['{} ({} calls)'.format(n, recorder.calls[n])
+              for n, wanted in recorder.wanted.items()
+              if None in wanted and recorder.calls.get(n, 0) > 1]
+    if shared:
+        raise PairingError(
+            'in {}, {} run(s) several times per forward (a layer shared by '
+            'the pyramid levels): name each call, e.g. {}#0 for the first'
+            .format(role, ', '.join(shared), shared[0].split(' ')[0]))
 
 
 def check_shapes(pairs, student_out, teacher_out):

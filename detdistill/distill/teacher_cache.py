@@ -31,7 +31,7 @@ logger = get_logger()
 # flip doubles the distinct inputs, nothing more).
 _DETERMINISTIC = {'Decode', 'RandomFlip', 'Resize', 'NormalizeImage',
                   'Permute', 'NormalizeBox', 'PadBox', 'BboxXYXY2XYWH',
-                  'Gt2YoloTarget', 'Gt2GFLTarget', 'PadBatch'}
+                  'Gt2YoloTarget', 'Gt2GFLTarget', 'Gt2LDTarget', 'PadBatch'}
 
 
 def cache_blocker(reader_cfg):

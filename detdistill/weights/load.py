@@ -22,10 +22,10 @@ __all__ = ['HEAD_KEYS', 'LoadReport', 'load_weights', 'load_pretrain']
 
 logger = get_logger()
 
-# Class-count-dependent layers of every ppdet YOLOv3: kept at their
+# Class-count-dependent layers of every ppdet YOLOv3 and GFL: kept at their
 # initialisation, with a report, when a checkpoint trained on another dataset
 # is loaded as pretraining.
-HEAD_KEYS = r'yolo_head\.yolo_output\.'
+HEAD_KEYS = r'yolo_head\.yolo_output\.|^head\.gfl_head_cls\.'
 _SHOW = 6  # keys listed in an error message
 
 
@@ -206,6 +206,7 @@ def load_pretrain(model, path_or_url, *, log=None):
         return _apply(model, contents, (), log, partial=True,
                       prefix='backbone.')
     if state & own and all(k.startswith('backbone.') for k in state & own) \
-            and not any(k.startswith(('neck.', 'yolo_head.')) for k in state):
+            and not any(k.startswith(('neck.', 'yolo_head.', 'head.'))
+                        for k in state):
         return _apply(model, contents, (), log, partial=True, prefix='')
     return _apply(model, contents, HEAD_KEYS, log, partial=False, prefix='')
