@@ -357,11 +357,13 @@ def test_ld_resume_continues_the_same_trajectory(full_run, demo_voc,
 
 def test_ld_student_exports_like_a_yolov3_student(full_run, demo_voc,
                                                   tmp_path):
-    """The distilled GFL student through tools/export_model.py --onnx (with
-    NMS): checked on the demo test images by the export itself, then run
-    here (Paddle Inference at batch 1 and 4, ONNX Runtime at batch 1, the
-    only size paddle2onnx's NMS takes) against tools/infer.py's dygraph
-    path."""
+    """The distilled GFL student through tools/export_model.py: with NMS
+    (Paddle Inference), checked on the demo test images by the export itself
+    and run here at batch 1 and 4 against tools/infer.py's dygraph path;
+    with --exclude_nms --onnx, whose own check compares both backends' boxes
+    and scores with dygraph's. (With NMS, ONNX Runtime's detections of this
+    8-step model are refused by the check's saturated-model guard: its
+    scores all sit near the 0.01 score threshold.)"""
     import export_model
     from detdistill.deploy.predictor import ExportedDetector
     from detdistill.deploy.verify import BOX_RTOL, SCORE_ATOL
@@ -373,25 +375,31 @@ def test_ld_student_exports_like_a_yolov3_student(full_run, demo_voc,
         images = [os.path.join(demo_voc, line.split()[0]) for line in f]
     opts = ['weights=' + weights, 'TestDataset.anno_path=' +
             os.path.join(demo_voc, 'label_list.txt')]
-    model_dir = export_model.main(['-c', GFL_STUDENT, '--output_dir',
-                                   str(tmp_path), '--onnx', '--check_dir',
-                                   os.path.dirname(images[0]), '-o'] + opts)
-    assert sorted(os.listdir(model_dir)) == [
+
+    def export(*flags):
+        return export_model.main(
+            ['-c', GFL_STUDENT, '--output_dir', str(tmp_path / flags[0]),
+             '--check_dir', os.path.dirname(images[0])] + list(flags[1:]) +
+            ['-o'] + opts)
+    raw_dir = export('raw', '--exclude_nms', '--onnx')
+    assert sorted(os.listdir(raw_dir)) == [
         'infer_cfg.yml', 'model.json', 'model.onnx', 'model.pdiparams']
+    assert ExportedDetector(raw_dir, 'onnxruntime').backend.input_names == [
+        'image', 'scale_factor']
+    model_dir = export('nms')
+    model = ExportedDetector(model_dir, 'paddle')
+    assert model.infer_cfg['arch'] == 'GFL'
+    assert model.backend.input_names == ['image', 'scale_factor']
     cfg = load_config(GFL_STUDENT, opts)
     detector = build_model(cfg)
     load_weights(detector, weights)
     ref = dict(predict(cfg, detector, images))
     assert sum(len(d) for d in ref.values()) > 0
-    for backend, batch_size in (('paddle', 1), ('paddle', 4),
-                                ('onnxruntime', 1)):
-        model = ExportedDetector(model_dir, backend)
-        assert model.infer_cfg['arch'] == 'GFL'
-        assert model.backend.input_names == ['image', 'scale_factor']
+    for batch_size in (1, 4):
         got = dict(model.predict(images, batch_size))
         for path in images:
             r, g = ref[path], got[path]
-            assert len(g) == len(r), (backend, path)
+            assert len(g) == len(r), path
             np.testing.assert_array_equal(g[:, 0], r[:, 0])
             np.testing.assert_allclose(g[:, 1], r[:, 1], rtol=0,
                                        atol=SCORE_ATOL)
