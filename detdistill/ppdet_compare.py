@@ -131,7 +131,8 @@ def compare_steps(profile='demo', repeats=10, num_batches=4, opts=(),
     from .weights import load_weights
     one_thread()
     cfg, tcfg = _configs(profile, list(opts) + [
-        'use_fine_grained_loss=true', 'teacher_cache=false'])
+        'use_fine_grained_loss=true', 'teacher_cache=false',
+        'teacher_compile=false'])
     paddle.seed(seed)
     student0 = build_model(cfg)
     state = {k: v.clone() for k, v in student0.state_dict().items()}
@@ -206,11 +207,14 @@ def compare_steps(profile='demo', repeats=10, num_batches=4, opts=(),
     if not compiled_ok:
         for k in ('ours_distill_step_compiled', 'teacher_forward_compiled'):
             del fns[k]
+    seen = cached.cache.hits, cached.cache.misses
     res = time_round_robin(fns, batches, repeats)
     out = {'steps': res, 'batch_size': trainer.loader.batch_size,
            'image_size': list(batches[0]['image'].shape[2:]),
            'num_batches': len(batches),
            'cache': cached.cache.summary(),
+           'cache_timed': {'hits': cached.cache.hits - seen[0],
+                           'misses': cached.cache.misses - seen[1]},
            'compiled_teacher': {'active': compiled_ok,
                                 'max_relative_error': check,
                                 'why_not': compiled.compiled.failed or None},
@@ -285,6 +289,7 @@ def compare_eval(profile='demo', repeats=3, opts=(), weights=None):
     n = len(ours.eval_loader.dataset)
     for k in res:
         res[k]['images_per_s'] = n / res[k]['wall_s']
+        res[k]['images_per_cpu_s'] = n / res[k]['cpu_s']
     return {'evaluate': res, 'num_images': n,
             'ours_mAP': our_maps[-1], 'ppdet_mAP_11point': float(pp_maps[-1]),
             'map_type': cfg.get('map_type')}
@@ -312,6 +317,9 @@ def compare(profiles=('demo',), repeats=10, eval_repeats=3, num_batches=4,
 
 
 def machine():
+    """CPU, cores, load and what it offers a bfloat16 teacher: the CPU's
+    bf16/AMX flags and Paddle's own answers."""
+    import paddle
     cpu = platform.processor() or '?'
     flags = set()
     try:
@@ -326,6 +334,13 @@ def machine():
     return {'cpu': cpu, 'cores': os.cpu_count(),
             'bf16': sorted(f for f in flags if 'bf16' in f or 'amx' in f),
             'avx512': any(f.startswith('avx512') for f in flags),
+            'paddle_bf16': {
+                'amp.is_bfloat16_supported': bool(
+                    paddle.amp.is_bfloat16_supported()),
+                'core.supports_bfloat16': bool(
+                    paddle.base.core.supports_bfloat16()),
+                'core.supports_bfloat16_fast_performance': bool(
+                    paddle.base.core.supports_bfloat16_fast_performance())},
             'loadavg_start': list(os.getloadavg())}
 
 
@@ -344,7 +359,15 @@ def write_report(res, path, command_line):
                  command_line, res['paddle'], res['ppdet'], m['cpu'],
                  m['cores'], ', '.join('{:.1f}'.format(x)
                                        for x in m['loadavg_start']),
-                 ', '.join('{:.1f}'.format(x) for x in m['loadavg_end']))]
+                 ', '.join('{:.1f}'.format(x) for x in m['loadavg_end'])),
+             '', 'bfloat16 teacher: {}.'.format(
+                 'possible here ({})'.format(', '.join(m['bf16']))
+                 if m['bf16'] and all(m['paddle_bf16'].values()) else
+                 'not available on this CPU: its flags have no avx512_bf16 '
+                 'or amx_bf16 (AVX-512 at all: {}), and Paddle says {}'.format(
+                     'yes' if m['avx512'] else 'no', ', '.join(
+                         '{}() = {}'.format(k, v)
+                         for k, v in m['paddle_bf16'].items())))]
     for p, r in res['profiles'].items():
         s = r['steps']
         pp = s['steps']['ppdet_distill_step']
@@ -374,20 +397,25 @@ def write_report(res, path, command_line):
                       'their largest value)'.format(c['max_relative_error'])
                       if c['active'] else 'fell back to eager ({})'.format(
                           c['why_not']), s['to_static_max_relative_error']),
-            'Teacher cache in the warm row: {}.'.format(s['cache'])]
+            'Teacher cache in the warm row: {} hits and {} misses in the '
+            'timed steps ({} with the warm-up).'.format(
+                s['cache_timed']['hits'], s['cache_timed']['misses'],
+                s['cache'])]
         e = r['eval']
         lines += ['', 'Evaluation, {} test images, weights: {}:'.format(
             e['num_images'], r['student_weights'] or 'random initialisation'),
-            '', '| evaluate | wall (s) | images/s | CPU (s) | mAP@0.5 '
-            '11-point |', '|---|---|---|---|---|']
+            '', '| evaluate | wall (s) | images/s | CPU (s) | images per CPU '
+            's | mAP@0.5 11-point |', '|---|---|---|---|---|---|']
         for k, label, mp in (
                 ('ours_evaluate', 'ours (`Trainer.evaluate`, 11-point and '
                  'area mAP)', e['ours_mAP']['11point']),
                 ('ppdet_evaluate', "ppdet's `Trainer.evaluate` (VOCMetric)",
                  e['ppdet_mAP_11point'])):
             v = e['evaluate'][k]
-            lines.append('| {} | {:.3f} | {:.1f} | {:.3f} | {} |'.format(
-                label, v['wall_s'], v['images_per_s'], v['cpu_s'],
-                '{:.2f}'.format(100 * mp) if mp is not None else '-'))
+            lines.append('| {} | {:.3f} | {:.1f} | {:.3f} | {:.1f} | {} |'
+                         .format(label, v['wall_s'], v['images_per_s'],
+                                 v['cpu_s'], v['images_per_cpu_s'],
+                                 '{:.2f}'.format(100 * mp) if mp is not None
+                                 else '-'))
     atomic_write(path, '\n'.join(lines) + '\n')
     return '\n'.join(lines)

@@ -2,17 +2,19 @@
 eager teacher's within the stated tolerance, the fallback to eager when the
 check or the build fails, and the rewrite that makes it build."""
 import logging
+import os
 
 import numpy as np
 import paddle
 import paddle.nn.functional as F
 import pytest
 
-from conftest import STUDENT, TEACHER, tiny_opts
+from conftest import ROOT, STUDENT, TEACHER, tiny_opts
 from detdistill.config import ConfigError, build_model, load_config
 from detdistill.distill.compiled_teacher import (
-    TOLERANCE, CompiledTeacher, _run, _runs_in_child,
+    TOLERANCE, CompiledTeacher, _runs_in_child,
     exact_nearest_upsampling, max_relative_error, supports)
+from detdistill.distill import onednn_predictor
 from detdistill.distill.distiller import build_distiller
 from detdistill.distill.teacher_cache import _rows
 from detdistill.engine import Trainer
@@ -67,21 +69,20 @@ def test_compiled_teacher_matches_eager_within_tolerance(
     d, batch = _distiller(demo_voc, tmp_path, teacher_weights,
                           teacher_compile='true', teacher_cache='false')
     eager = d._eager_teacher_forward(batch)
-    first = d._teacher_forward(batch)  # the check: returns the eager outputs
+    first = d._teacher_forward(batch)  # checked, then compiled from here on
     assert d.compiled.active and not d.compiled.failed
-    for name in eager:
-        np.testing.assert_array_equal(first[name].numpy(),
-                                      eager[name].numpy())
     assert 0 <= d.compiled.max_relative_error <= TOLERANCE
+    assert max_relative_error(first, eager) == d.compiled.max_relative_error
     assert len([x for x in log_lines if x.startswith(
         'Teacher forward compiled (Paddle Inference, oneDNN')]) == 1
-    # Later calls are the predictor's outputs, within the tolerance.
+    # Every call is the predictor's output, within the tolerance.
+    direct = onednn_predictor.run(d.compiled.predictor,
+                                  batch['image'].numpy())
     second = d._teacher_forward(batch)
-    assert sorted(second) == sorted(eager)
-    direct = _run(d.compiled.predictor, batch['image'].numpy())
+    assert sorted(second) == sorted(first) == sorted(eager)
     for name, out in zip(d.compiled.names, direct):
+        np.testing.assert_array_equal(first[name].numpy(), out)
         np.testing.assert_array_equal(second[name].numpy(), out)
-    assert max_relative_error(second, eager) <= TOLERANCE
     # Another batch size (a cache's partial batch) reuses the program.
     part = _rows(batch, [0, 2], 4)
     assert max_relative_error(d._teacher_forward(part),
@@ -96,8 +97,9 @@ def test_compiled_teacher_matches_eager_within_tolerance(
 
 def test_compiled_teacher_falls_back_to_eager(demo_voc, tmp_path,
                                               teacher_weights, log_lines):
-    d, batch = _distiller(demo_voc, tmp_path, teacher_weights)
-    assert d.compiled is None  # teacher_compile defaults to false
+    d, batch = _distiller(demo_voc, tmp_path, teacher_weights,
+                          teacher_compile='false')
+    assert d.compiled is None
     names = [t for _, t in d.pairs]
     # A tolerance no output can meet: the real check fails.
     c = CompiledTeacher(d.teacher, names, d._eager_teacher_forward,
@@ -118,6 +120,34 @@ def test_compiled_teacher_falls_back_to_eager(demo_voc, tmp_path,
     assert supports(d.teacher, ['yolo_head.loss']) == \
         'a paired layer lies outside backbone, neck and head outputs'
     assert supports(d.teacher, names) is None
+
+
+def test_resume_with_the_compiled_teacher_gives_the_uninterrupted_weights(
+        demo_voc, tmp_path, teacher_weights, log_lines):
+    """Both runs compile the teacher at their first step; the resumed run's
+    weights equal the uninterrupted run's, bit for bit."""
+    import sys
+    sys.path.insert(0, os.path.join(ROOT, 'slim', 'distillation'))
+    try:
+        import distill
+    finally:
+        sys.path.pop(0)
+    full, part = str(tmp_path / 'full'), str(tmp_path / 'part')
+    base = ['-c', STUDENT, '-t', TEACHER, '--teacher_pretrained',
+            teacher_weights, '-o']
+    w = {'distill_loss_weight': 0.01, 'teacher_compile': True}
+    distill.main(base + tiny_opts(demo_voc, full, 2, **w))
+    distill.main(base + tiny_opts(demo_voc, part, 1, **w))
+    prefix = os.path.join(part, 'yolov3_mobilenet_v1_demo', '0')
+    distill.main(['-r', prefix] + base + tiny_opts(demo_voc, part, 2, **w))
+    assert len([x for x in log_lines if x.startswith(
+        'Teacher forward compiled')]) == 3
+    wa, wb = (paddle.load(os.path.join(d, 'yolov3_mobilenet_v1_demo',
+                                       'model_final.pdparams'))
+              for d in (full, part))
+    for k in wa:
+        np.testing.assert_array_equal(wa[k].numpy(), wb[k].numpy(),
+                                      err_msg=k)
 
 
 def test_teacher_compile_must_be_a_boolean(demo_voc, tmp_path):
@@ -143,6 +173,7 @@ def test_ppdet_comparison_runs_end_to_end(demo_voc, tmp_path,
     # Warm-up: 4 misses; the two timed steps: 8 hits.
     assert steps['cache'] == \
         'teacher cache: 4 images, 0.1 MB, hit rate 67%'
+    assert steps['cache_timed'] == {'hits': 8, 'misses': 0}
     assert steps['compiled_teacher']['active']
     assert steps['compiled_teacher']['max_relative_error'] <= TOLERANCE
     assert steps['to_static_max_relative_error'] <= TOLERANCE

@@ -3,13 +3,13 @@
 The teacher is frozen and in eval mode, so its forward is pure inference:
 backbone, neck and the YOLO head's output convolutions, stopping there (no
 decoding, no NMS). Eager Paddle runs its CPU convolutions without oneDNN;
-Paddle Inference with oneDNN ran this forward 3.8x faster on the project's
-CPU (benchmark/TEACHER_SPEED.md), which `paddle.jit.to_static` alone did not
-(its static program uses the same kernels).
+Paddle Inference with oneDNN ran this forward in about a quarter of the
+eager time on the project's CPU (benchmark/TEACHER_SPEED.md), which
+`paddle.jit.to_static` alone did not (0.94-0.96x: same kernels).
 
 Two things in Paddle 3.3.1's oneDNN path fail on a YOLOv3 and are worked
-around here: `conv_activation_onednn_fuse_pass` segfaults on leaky_relu's
-float64 `negative_slope` (the pass is deleted), and the oneDNN executor
+around: `conv_activation_onednn_fuse_pass` segfaults on leaky_relu's float64
+`negative_slope` (the pass is deleted, onednn_predictor.py), and the executor
 cannot read nearest_interp's float64 `scale` array ("ConvertPirAttribute2
 RuntimeAttribute not support ArrayAttribute<DoubleAttribute>"): while the
 program is traced, nearest upsampling by an integer factor is written as
@@ -35,6 +35,7 @@ import paddle.nn.functional as F
 from paddle import nn
 
 from ..logger import get_logger
+from . import onednn_predictor
 
 __all__ = ['CompiledTeacher', 'TOLERANCE', 'max_relative_error',
            'exact_nearest_upsampling']
@@ -43,8 +44,6 @@ logger = get_logger()
 
 # Relative to max |eager output| of each paired output.
 TOLERANCE = 1e-4
-_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))))
 _CHILD_TIMEOUT_S = 900
 
 
@@ -126,44 +125,15 @@ def _save(teacher, names, prefix):
                         input_spec=spec)
 
 
-def _predictor(prefix, threads):
-    from paddle import inference
-    cfg = inference.Config(prefix + '.json', prefix + '.pdiparams')
-    cfg.disable_gpu()
-    cfg.enable_onednn()
-    cfg.delete_pass('conv_activation_onednn_fuse_pass')  # segfaults, above
-    cfg.set_cpu_math_library_num_threads(threads)
-    cfg.disable_glog_info()
-    return inference.create_predictor(cfg)
-
-
-def _run(predictor, image):
-    """Predictor outputs (in the saved program's return order) for the
-    numpy batch `image`."""
-    predictor.get_input_handle(predictor.get_input_names()[0]) \
-        .copy_from_cpu(image)
-    predictor.run()
-    return [predictor.get_output_handle(n).copy_to_cpu()
-            for n in predictor.get_output_names()]
-
-
-def _child_main(prefix, shape, threads):
-    """Build and run the predictor once (`python -m` entry of the child)."""
-    image = np.zeros([int(s) for s in shape.split(',')], 'float32')
-    _run(_predictor(prefix, int(threads)), image)
-
-
 def _runs_in_child(prefix, shape, threads):
     """None if building and running the predictor works in a child
     process, else what went wrong there."""
-    code = ('import sys; sys.path.insert(0, {!r}); from detdistill.distill.'
-            'compiled_teacher import _child_main; _child_main(*sys.argv[1:])'
-            .format(_ROOT))
     try:
         p = subprocess.run(
-            [sys.executable, '-c', code, prefix, ','.join(map(str, shape)),
-             str(threads)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            text=True, timeout=_CHILD_TIMEOUT_S)
+            [sys.executable, onednn_predictor.__file__, prefix,
+             ','.join(map(str, shape)), str(threads)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            timeout=_CHILD_TIMEOUT_S)
     except subprocess.TimeoutExpired:
         return 'no answer in {} s'.format(_CHILD_TIMEOUT_S)
     if p.returncode == 0:
@@ -174,8 +144,7 @@ def _runs_in_child(prefix, shape, threads):
 
 class CompiledTeacher:
     """`compiled(inputs)` -> {name: tensor}, like the eager paired forward
-    `eager(inputs)`; checked against it on the first call, which returns the
-    eager outputs."""
+    `eager(inputs)`; checked against it on the first call."""
 
     def __init__(self, teacher, names, eager, threads=None,
                  tolerance=TOLERANCE):
@@ -200,7 +169,7 @@ class CompiledTeacher:
             return self.eager(inputs)
         if self.predictor is None:
             return self._first_call(inputs)
-        outs = _run(self.predictor, inputs['image'].numpy())
+        outs = onednn_predictor.run(self.predictor, inputs['image'].numpy())
         return {n: paddle.to_tensor(o) for n, o in zip(self.names, outs)}
 
     def _fail(self, why):
@@ -225,13 +194,14 @@ class CompiledTeacher:
                            '({})'.format(crash))
                 return ref
             try:
-                self.predictor = _predictor(prefix, self.threads)
-                outs = _run(self.predictor, image)
+                self.predictor = onednn_predictor.build(prefix, self.threads)
+                outs = onednn_predictor.run(self.predictor, image)
             except Exception as e:  # noqa: BLE001
                 self._fail('the oneDNN predictor failed ({})'.format(
                     repr(e)[:200]))
                 return ref
-        worst = max_relative_error(dict(zip(self.names, outs)), ref)
+        out = {n: paddle.to_tensor(o) for n, o in zip(self.names, outs)}
+        worst = max_relative_error(out, ref)
         self.max_relative_error = worst
         if not worst <= self.tolerance:
             self._fail('its outputs differ from the eager ones by {:.2e} of '
@@ -243,7 +213,10 @@ class CompiledTeacher:
                     '(tolerance {:.0e})'.format(
                         self.threads, 's' if self.threads > 1 else '', worst,
                         self.tolerance))
-        return ref
+        # The compiled outputs from the first step on: a resumed run, which
+        # checks again at its first step, then sees what the uninterrupted
+        # run saw.
+        return out
 
 
 def _numpy(x):
