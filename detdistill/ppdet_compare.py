@@ -31,11 +31,11 @@ __all__ = ['compare_steps', 'compare_eval', 'compare', 'write_report']
 STEP_ROWS = [
     ('ppdet_distill_step', 'ppdet `DistillModel` + `DistillYOLOv3Loss` '
      'train step'),
-    ('ours_distill_step', 'ours, fine-grained, teacher cache off'),
-    ('ours_distill_step_cached', 'ours, fine-grained, teacher cache warm '
-     '(every image a hit)'),
-    ('ours_distill_step_compiled', 'ours, fine-grained, cache off, compiled '
-     'teacher (`teacher_compile`)'),
+    ('ours_distill_step', 'ours, eager teacher, cache off (before issue 13)'),
+    ('ours_distill_step_compiled', 'ours, compiled teacher (default), cache '
+     'off'),
+    ('ours_distill_step_cached', 'ours, teacher cache warm (epochs 2+ on a '
+     'deterministic reader)'),
     ('student_train_step', 'student train step alone'),
     ('teacher_forward', 'our teacher forward alone (eager, to the paired '
      'outputs)'),
@@ -353,9 +353,11 @@ def write_report(res, path, command_line):
              'Paddle thread, median of interleaved repeats. Load average '
              '{} at the start and {} at the end: the machine was shared, so '
              'absolute seconds are not comparable with other runs; ratios '
-             'measured interleaved in one process are what matter. CPU '
-             'seconds (process time) are given as a cross-check of the '
-             'wall-clock ratios under that load.'.format(
+             'measured interleaved in one process are what matter. Under '
+             'such load a call\'s wall time includes waiting for a core, so '
+             'the ratios of CPU seconds (process time, every thread of the '
+             'process counted) are the primary figures; wall-clock ratios '
+             'are given beside them.'.format(
                  command_line, res['paddle'], res['ppdet'], m['cpu'],
                  m['cores'], ', '.join('{:.1f}'.format(x)
                                        for x in m['loadavg_start']),
@@ -377,6 +379,14 @@ def write_report(res, path, command_line):
             'Teacher weights: {}. {} repeats over {} fixed batches.'.format(
                 r['teacher_weights'] or 'random initialisation',
                 pp['repeats'], s['num_batches']), '',
+            'Our step / ppdet\'s (CPU seconds; wall clock in brackets): '
+            'eager teacher {}, compiled teacher {}, cache warm {}.'.format(
+                *['{:.2f}x ({:.2f}x)'.format(
+                    s['steps'][k]['cpu_s'] / pp['cpu_s'],
+                    s['steps'][k]['wall_s'] / pp['wall_s'])
+                  if k in s['steps'] else '-' for k in (
+                      'ours_distill_step', 'ours_distill_step_compiled',
+                      'ours_distill_step_cached')]), '',
             '| step | wall (s) | vs ppdet | CPU (s) | vs ppdet (CPU) |',
             '|---|---|---|---|---|']
         for k, label in STEP_ROWS:
