@@ -32,11 +32,14 @@ def demo_voc(tmp_path_factory):
 
 def tiny_opts(data_dir, save_dir, epoch=1, **extra):
     """-o overrides: the demo configs on `data_dir`, batch 4, checkpoints
-    under `save_dir`, a log line every 2 steps."""
+    under `save_dir`, a log line every 2 steps, an eager teacher (compiling
+    it costs a child process per run: tests/test_compiled_teacher.py turns
+    it on)."""
     opts = {'TrainDataset.dataset_dir': data_dir,
             'EvalDataset.dataset_dir': data_dir,
             'TrainReader.batch_size': 4, 'save_dir': save_dir,
-            'epoch': epoch, 'snapshot_epoch': 1, 'log_iter': 2}
+            'epoch': epoch, 'snapshot_epoch': 1, 'log_iter': 2,
+            'teacher_compile': False}
     opts.update(extra)
     return ['{}={}'.format(k, v) for k, v in opts.items()]
 

@@ -3,6 +3,14 @@ AMP, DataLoader workers, and several training processes at once. Prints the
 figures and writes them to benchmark/PROFILE.md.
 
 python tools/profile_step.py [--repeats 10] [--jobs 2] [--out benchmark/PROFILE.md]
+
+With --compare_ppdet: our distillation step and evaluation side by side with
+PaddleDetection's own (DistillModel + DistillYOLOv3Loss, Trainer.evaluate),
+in one process, one thread, interleaved; writes benchmark/TEACHER_SPEED.md.
+
+python tools/profile_step.py --compare_ppdet [--profiles demo,converged]
+    [--repeats 10] [--eval_repeats 3] [--teacher_weights demo=PATH ...]
+    [--student_weights demo=PATH ...] [--out benchmark/TEACHER_SPEED.md]
 """
 import argparse
 import json
@@ -14,6 +22,16 @@ import _path  # noqa: F401
 from detdistill import profiling
 
 
+def _by_profile(items):
+    out = {}
+    for item in items or []:
+        if '=' not in item:
+            raise SystemExit('expected PROFILE=PATH, got {!r}'.format(item))
+        k, v = item.split('=', 1)
+        out[k] = v
+    return out
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawTextHelpFormatter)
@@ -21,15 +39,37 @@ def main(argv=None):
     p.add_argument('--jobs', type=int, default=os.cpu_count() or 1,
                    help='processes started together for the parallel-run '
                    'measurement (default: one per core)')
-    p.add_argument('--out', default='benchmark/PROFILE.md')
+    p.add_argument('--out', default=None, help='default: '
+                   'benchmark/PROFILE.md, or benchmark/TEACHER_SPEED.md with '
+                   '--compare_ppdet')
+    p.add_argument('--compare_ppdet', action='store_true')
+    p.add_argument('--profiles', default='demo,converged')
+    p.add_argument('--eval_repeats', type=int, default=3)
+    p.add_argument('--batches', type=int, default=4,
+                   help='fixed batches the steps cycle over')
+    p.add_argument('--teacher_weights', nargs='*', default=[],
+                   metavar='PROFILE=PATH')
+    p.add_argument('--student_weights', nargs='*', default=[],
+                   metavar='PROFILE=PATH', help='weights evaluated')
     args = p.parse_args(argv)
-    res = profiling.profile(args.repeats, args.jobs)
-    os.makedirs(os.path.dirname(args.out) or '.', exist_ok=True)
-    with open(os.path.splitext(args.out)[0] + '.json', 'w') as f:
-        json.dump(res, f, indent=1)
     cmd = 'python tools/profile_step.py ' + ' '.join(
         argv if argv is not None else sys.argv[1:])
-    print(profiling.write_profile(res, args.out, cmd.strip()))
+    if args.compare_ppdet:
+        from detdistill import ppdet_compare
+        out = args.out or 'benchmark/TEACHER_SPEED.md'
+        res = ppdet_compare.compare(
+            args.profiles.split(','), args.repeats, args.eval_repeats,
+            args.batches, _by_profile(args.teacher_weights),
+            _by_profile(args.student_weights))
+    else:
+        out = args.out or 'benchmark/PROFILE.md'
+        res = profiling.profile(args.repeats, args.jobs)
+    os.makedirs(os.path.dirname(out) or '.', exist_ok=True)
+    with open(os.path.splitext(out)[0] + '.json', 'w') as f:
+        json.dump(res, f, indent=1)
+    write = ppdet_compare.write_report if args.compare_ppdet else \
+        profiling.write_profile
+    print(write(res, out, cmd.strip()))
 
 
 if __name__ == '__main__':

@@ -28,6 +28,7 @@ from ppdet.core.workspace import create
 from ..config import ConfigError, activate
 from ..engine.callbacks import LogOnly
 from ..logger import get_logger
+from .compiled_teacher import CompiledTeacher
 from .teacher_cache import build_teacher_cache
 from .pairing import (DEFAULT_PAIRS, OutputRecorder, PairingError,
                       check_names, check_shapes, check_single_calls,
@@ -49,7 +50,7 @@ DEFAULT_WEIGHTS = {'L2Distill': 100., 'FineGrainedDistill': 1000.,
 
 class Distiller(nn.Layer):
     def __init__(self, student, teacher, loss, pairs=DEFAULT_PAIRS, weight=1.,
-                 unlabeled_weight=1., cache=None):
+                 unlabeled_weight=1., cache=None, compile_teacher=False):
         super().__init__()
         self.cache = cache  # a TeacherCache, or None
         self.student = student
@@ -64,6 +65,9 @@ class Distiller(nn.Layer):
         for p in teacher.parameters():
             p.stop_gradient = True
         teacher.eval()
+        self.compiled = CompiledTeacher(
+            teacher, [t for _, t in self.pairs], self._eager_teacher_forward
+        ) if compile_teacher else None
 
     def train(self):
         # The trainer calls train() every epoch; the teacher stays in eval mode
@@ -85,6 +89,11 @@ class Distiller(nn.Layer):
         return self.cache.summary() if self.cache is not None else None
 
     def _teacher_forward(self, inputs):
+        if self.compiled is not None:
+            return self.compiled(inputs)
+        return self._eager_teacher_forward(inputs)
+
+    def _eager_teacher_forward(self, inputs):
         with paddle.no_grad(), OutputRecorder(
                 self.teacher, [t for _, t in self.pairs],
                 stop_when_done=True) as rec:
@@ -180,7 +189,8 @@ def build_distiller(cfg, student, teacher):
     """Read the distillation settings of the student config `cfg`:
     use_fine_grained_loss (the seeds' switch), distill_loss (l2 | fine_grained
     | kl, or a registered loss class), distill_loss_weight, distill_pairs,
-    temperature, unlabeled_distill_weight, teacher_cache, teacher_cache_mb."""
+    temperature, unlabeled_distill_weight, teacher_cache, teacher_cache_mb,
+    teacher_compile."""
     asked = cfg.get('distill_loss')
     name = LOSS_ALIASES.get(asked, asked)
     if cfg.get('use_fine_grained_loss'):
@@ -220,5 +230,12 @@ def build_distiller(cfg, student, teacher):
             '{} distills regions chosen from the ground truth (positive '
             'and valuable localization locations): unlabeled images '
             '(unlabeled_list, unlabeled_dir) have none'.format(name))
+    # On by default: the teacher forward in about a quarter of the eager
+    # time on CPU, checked against the eager one at start-up
+    # (compiled_teacher.py, benchmark/TEACHER_SPEED.md).
+    compile_teacher = cfg.get('teacher_compile', True)
+    if compile_teacher not in (True, False):
+        raise ConfigError('teacher_compile must be true or false, got '
+                          '{!r}'.format(compile_teacher))
     return Distiller(student, teacher, loss, pairs, weight, unlabeled_weight,
-                     build_teacher_cache(cfg))
+                     build_teacher_cache(cfg), compile_teacher)

@@ -1,0 +1,198 @@
+"""The compiled teacher (Paddle Inference + oneDNN): its outputs against the
+eager teacher's within the stated tolerance, the fallback to eager when the
+check or the build fails, and the rewrite that makes it build."""
+import logging
+import os
+
+import numpy as np
+import paddle
+import paddle.nn.functional as F
+import pytest
+
+from conftest import ROOT, STUDENT, TEACHER, tiny_opts
+from detdistill.config import ConfigError, build_model, load_config
+from detdistill.distill.compiled_teacher import (
+    TOLERANCE, CompiledTeacher, _runs_in_child,
+    exact_nearest_upsampling, max_relative_error, supports)
+from detdistill.distill import onednn_predictor
+from detdistill.distill.distiller import build_distiller
+from detdistill.distill.teacher_cache import _rows
+from detdistill.engine import Trainer
+
+
+class _Lines(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.lines = []
+
+    def emit(self, record):
+        self.lines.append(record.getMessage())
+
+
+@pytest.fixture
+def log_lines():
+    handler = _Lines()
+    logging.getLogger('detdistill').addHandler(handler)
+    yield handler.lines
+    logging.getLogger('detdistill').removeHandler(handler)
+
+
+def _distiller(demo_voc, tmp_path, teacher_weights, **opts):
+    cfg = load_config(STUDENT, tiny_opts(demo_voc, str(tmp_path), **opts))
+    teacher = build_model(load_config(TEACHER))
+    teacher.set_state_dict(paddle.load(teacher_weights))
+    d = build_distiller(cfg, build_model(cfg), teacher)
+    return d, next(iter(Trainer(cfg, 'train', model=d).loader))
+
+
+def test_nearest_upsampling_rewrite_gives_interpolates_values():
+    x = paddle.to_tensor(np.random.RandomState(0).rand(2, 3, 5, 7)
+                         .astype('float32'))
+    expected = {k: F.interpolate(x, scale_factor=k).numpy() for k in (2, 3)}
+    bilinear = F.interpolate(x, scale_factor=2, mode='bilinear').numpy()
+    original = F.interpolate
+    with exact_nearest_upsampling():
+        assert F.interpolate is not original
+        for k in (2, 3):
+            got = F.interpolate(x, scale_factor=float(k)).numpy()
+            assert got.shape == (2, 3, 5 * k, 7 * k)
+            np.testing.assert_array_equal(got, expected[k])
+        # Anything else goes to Paddle's own interpolate.
+        np.testing.assert_array_equal(
+            F.interpolate(x, scale_factor=2, mode='bilinear').numpy(),
+            bilinear)
+    assert F.interpolate is original
+
+
+def test_compiled_teacher_matches_eager_within_tolerance(
+        demo_voc, tmp_path, teacher_weights, log_lines):
+    d, batch = _distiller(demo_voc, tmp_path, teacher_weights,
+                          teacher_compile='true', teacher_cache='false')
+    eager = d._eager_teacher_forward(batch)
+    first = d._teacher_forward(batch)  # checked, then compiled from here on
+    assert d.compiled.active and not d.compiled.failed
+    assert 0 <= d.compiled.max_relative_error <= TOLERANCE
+    assert max_relative_error(first, eager) == d.compiled.max_relative_error
+    assert len([x for x in log_lines if x.startswith(
+        'Teacher forward compiled (Paddle Inference, oneDNN')]) == 1
+    # Every call is the predictor's output, within the tolerance.
+    direct = onednn_predictor.run(d.compiled.predictor,
+                                  batch['image'].numpy())
+    second = d._teacher_forward(batch)
+    assert sorted(second) == sorted(first) == sorted(eager)
+    for name, out in zip(d.compiled.names, direct):
+        np.testing.assert_array_equal(first[name].numpy(), out)
+        np.testing.assert_array_equal(second[name].numpy(), out)
+    # Another batch size (a cache's partial batch) reuses the program.
+    part = _rows(batch, [0, 2], 4)
+    assert max_relative_error(d._teacher_forward(part),
+                              d._eager_teacher_forward(part)) <= TOLERANCE
+    # A distillation step with it gives the eager step's loss.
+    d.train()
+    compiled_loss = float(d(batch)['distill_loss'])
+    d.compiled = None
+    eager_loss = float(d(batch)['distill_loss'])
+    assert compiled_loss == pytest.approx(eager_loss, rel=1e-4)
+
+
+def test_compiled_teacher_falls_back_to_eager(demo_voc, tmp_path,
+                                              teacher_weights, log_lines):
+    d, batch = _distiller(demo_voc, tmp_path, teacher_weights,
+                          teacher_compile='false')
+    assert d.compiled is None
+    names = [t for _, t in d.pairs]
+    # A tolerance no output can meet: the real check fails.
+    c = CompiledTeacher(d.teacher, names, d._eager_teacher_forward,
+                        tolerance=-1.)
+    eager = d._eager_teacher_forward(batch)
+    for _ in range(2):
+        out = c(batch)
+        for name in names:
+            np.testing.assert_array_equal(out[name].numpy(),
+                                          eager[name].numpy())
+    assert not c.active and c.failed.startswith('its outputs differ')
+    stays = [x for x in log_lines if x.startswith('Teacher forward stays')]
+    assert len(stays) == 1 and 'tolerance -1e+00' in stays[0]
+    # A predictor that cannot be built: the child process says why.
+    why = _runs_in_child(str(tmp_path / 'missing'), (1, 3, 32, 32), 1)
+    assert why.startswith('exit 1: ')
+    # Layers the compiled forward does not reach stay eager.
+    assert supports(d.teacher, ['yolo_head.loss']) == \
+        'a paired layer lies outside backbone, neck and head outputs'
+    assert supports(d.teacher, names) is None
+
+
+def test_resume_with_the_compiled_teacher_gives_the_uninterrupted_weights(
+        demo_voc, tmp_path, teacher_weights, log_lines):
+    """Both runs compile the teacher at their first step; the resumed run's
+    weights equal the uninterrupted run's, bit for bit."""
+    import sys
+    sys.path.insert(0, os.path.join(ROOT, 'slim', 'distillation'))
+    try:
+        import distill
+    finally:
+        sys.path.pop(0)
+    full, part = str(tmp_path / 'full'), str(tmp_path / 'part')
+    base = ['-c', STUDENT, '-t', TEACHER, '--teacher_pretrained',
+            teacher_weights, '-o']
+    w = {'distill_loss_weight': 0.01, 'teacher_compile': True}
+    distill.main(base + tiny_opts(demo_voc, full, 2, **w))
+    distill.main(base + tiny_opts(demo_voc, part, 1, **w))
+    prefix = os.path.join(part, 'yolov3_mobilenet_v1_demo', '0')
+    distill.main(['-r', prefix] + base + tiny_opts(demo_voc, part, 2, **w))
+    assert len([x for x in log_lines if x.startswith(
+        'Teacher forward compiled')]) == 3
+    wa, wb = (paddle.load(os.path.join(d, 'yolov3_mobilenet_v1_demo',
+                                       'model_final.pdparams'))
+              for d in (full, part))
+    for k in wa:
+        np.testing.assert_array_equal(wa[k].numpy(), wb[k].numpy(),
+                                      err_msg=k)
+
+
+def test_teacher_compile_must_be_a_boolean(demo_voc, tmp_path):
+    cfg = load_config(STUDENT, tiny_opts(demo_voc, str(tmp_path),
+                                         teacher_compile=2))
+    with pytest.raises(ConfigError, match='teacher_compile must be true or '
+                       'false'):
+        build_distiller(cfg, build_model(cfg),
+                        build_model(load_config(TEACHER)))
+
+
+def test_ppdet_comparison_runs_end_to_end(demo_voc, tmp_path,
+                                          teacher_weights):
+    from detdistill import ppdet_compare
+    opts = tiny_opts(demo_voc, str(tmp_path))
+    steps = ppdet_compare.compare_steps('demo', repeats=2, num_batches=1,
+                                        opts=opts,
+                                        teacher_weights=teacher_weights)
+    assert list(steps['steps']) == [k for k, _ in ppdet_compare.STEP_ROWS]
+    assert all(v['wall_s'] > 0 and v['repeats'] == 2
+               for v in steps['steps'].values())
+    assert steps['batch_size'] == 4 and steps['image_size'] == [160, 160]
+    # Warm-up: 4 misses; the two timed steps: 8 hits.
+    assert steps['cache'] == \
+        'teacher cache: 4 images, 0.1 MB, hit rate 67%'
+    assert steps['cache_timed'] == {'hits': 8, 'misses': 0}
+    assert steps['compiled_teacher']['active']
+    assert steps['compiled_teacher']['max_relative_error'] <= TOLERANCE
+    assert steps['to_static_max_relative_error'] <= TOLERANCE
+    ratios = steps['ratios']['wall_s']
+    s = steps['steps']
+    assert ratios['ours_distill_step/ppdet'] == \
+        s['ours_distill_step']['wall_s'] / s['ppdet_distill_step']['wall_s']
+    ev = ppdet_compare.compare_eval('demo', repeats=1, opts=opts)
+    assert ev['num_images'] == 8
+    assert set(ev['evaluate']) == {'ours_evaluate', 'ppdet_evaluate'}
+    # Same weights, same images: ppdet's VOCMetric and ours agree.
+    assert ev['ppdet_mAP_11point'] == pytest.approx(
+        ev['ours_mAP']['11point'], abs=1e-9)
+    res = {'machine': ppdet_compare.machine(), 'paddle': paddle.__version__,
+           'ppdet': '2.6.0', 'profiles': {'demo': {
+               'steps': steps, 'eval': ev, 'teacher_weights': None,
+               'student_weights': None}}}
+    res['machine']['loadavg_end'] = [0., 0., 0.]
+    out = tmp_path / 'TEACHER_SPEED.md'
+    text = ppdet_compare.write_report(res, str(out), 'cmd')
+    assert out.read_text() == text + '\n'
+    assert '| ours, fine-grained, teacher cache off | ' in text
