@@ -195,4 +195,4 @@ def test_ppdet_comparison_runs_end_to_end(demo_voc, tmp_path,
     out = tmp_path / 'TEACHER_SPEED.md'
     text = ppdet_compare.write_report(res, str(out), 'cmd')
     assert out.read_text() == text + '\n'
-    assert '| ours, fine-grained, teacher cache off | ' in text
+    assert '| ours, eager teacher, cache off | ' in text
