@@ -560,7 +560,8 @@ def _timing_line(rows, run_wall_s, bench_wall_s, jobs, budget_min=40):
 
 def write_report(rows, profile, path, command_line, targets=None,
                  run_wall_s=None, bench_wall_s=None, jobs=1, data_note=None,
-                 profile_name='demo', balance=None):
+                 profile_name='demo', balance=None, sweep=None,
+                 sweep_seed=0):
     order = [m for m in METHODS if m in rows]
     lines = [
         '# Benchmark: distillation, {} profile'.format(profile_name), '',
@@ -624,6 +625,16 @@ def write_report(rows, profile, path, command_line, targets=None,
                   '| method | 10 % | 50 % | end |', '|---|---|---|---|'] + [
             '| {} | {:.3g} | {:.3g} | {:.3g} |'.format(m, *balance[m])
             for m in order if m in balance]
+    if sweep:
+        lines += ['', '## Loss-weight sweep (seed {})'.format(sweep_seed), '',
+                  'Every row at the same seed, so the same initialisation '
+                  'and data order; one seed, so a difference smaller than '
+                  'the seed spread of the rows above says nothing.', '',
+                  '| method | loss | weight | mAP 11-point | mAP area | '
+                  'distill/det at the end |', '|---|---|---|---|---|---|'] + [
+            '| {} | {} | {:g} | {:.2f} | {:.2f} | {} |'.format(
+                m, loss, w, a, b, '{:.3g}'.format(r) if r is not None
+                else '-') for m, loss, w, a, b, r in sweep]
     if targets:
         lines += ['', '## Targets', ''] + ['- {}: **{}** ({})'.format(
             name, {True: 'met', False: 'NOT met'}.get(ok, 'not measured'), why)
@@ -632,6 +643,42 @@ def write_report(rows, profile, path, command_line, targets=None,
               '![loss components](loss_curves.png)', '']
     with open(path, 'w') as f:
         f.write('\n'.join(lines))
+
+
+def loss_weight(method):
+    """(loss name as the log shows it, distillation weight) of a distill
+    row: its distill_loss_weight override, else the loss's default."""
+    from .distill.distiller import DEFAULT_WEIGHTS, LOSS_ALIASES
+    opts = dict(o.split('=', 1) for o in METHODS[method][2])
+    loss = 'fine_grained' if opts.get('use_fine_grained_loss') == 'true' \
+        else opts.get('distill_loss', 'l2')
+    if opts.get('FineGrainedDistill.obj_target') == 'soft':
+        loss += ' (soft objectness)'
+    weight = float(opts.get('distill_loss_weight', DEFAULT_WEIGHTS.get(
+        LOSS_ALIASES.get(loss.split()[0]), 1.)))
+    return loss, weight
+
+
+def sweep_table(summaries, sweep, seed=0):
+    """Rows (method, loss, weight, mAP 11pt, mAP area, distill/det at the
+    end) of the one-seed sweep and of the default rows it varies, all at
+    `seed`, sorted by loss then weight: the comparison the sweep is for."""
+    from .plots import loss_ratio_series
+    sweep = set(sweep)
+    fams = {loss_weight(m)[0].split()[0] for m in sweep}
+    out = []
+    for s in summaries:
+        m = s['method']
+        if s['seed'] != seed or METHODS[m][0] != 'distill':
+            continue
+        loss, weight = loss_weight(m)
+        if m not in sweep and (loss not in fams or
+                               METHODS[m][2] != METHODS[loss][2]):
+            continue
+        ratio = loss_ratio_series(s)
+        out.append((m, loss, weight, 100 * s['mAP']['11point'],
+                    100 * s['mAP']['area'], ratio[-1][1] if ratio else None))
+    return sorted(out, key=lambda r: (r[1], r[2]))
 
 
 def plateau_gain(summary):

@@ -210,3 +210,30 @@ def test_gfl_demo_profile_runs_the_gfl_configs_with_ld():
         cfg = load_config(os.path.join(ROOT, cmd[3]),
                           cmd[cmd.index('-o') + 1:])
         assert cfg['distill_loss'] == 'ld'
+
+
+def test_sweep_table_compares_weights_at_one_seed(tmp_path):
+    """The sweep rows and the default rows they vary, seed 0 only, by loss
+    then weight, with the logged distill/det ratio at the end."""
+    from detdistill.benchmark import loss_weight, sweep_table
+    assert loss_weight('l2') == ('l2', 100.)
+    assert loss_weight('l2_w1000') == ('l2', 1000.)
+    assert loss_weight('fine_grained') == ('fine_grained', 1000.)
+    assert loss_weight('fine_grained_soft') == (
+        'fine_grained (soft objectness)', 1000.)
+    runs = [_run('baseline', 0, 20), _run('l2', 0, 40), _run('l2', 1, 44),
+            _run('l2_w10', 0, 30), _run('fine_grained_w10', 0, 25),
+            _run('fine_grained', 0, 33), _run('kl', 0, 35)]
+    for r in runs:
+        r['losses'] = [{'step': 10, 'det_loss': 4., 'distill_loss': 2.},
+                       {'step': 20, 'det_loss': 2., 'distill_loss': 3.}]
+    table = sweep_table(runs, ['l2_w10', 'fine_grained_w10'], seed=0)
+    assert [(m, w) for m, _, w, *_ in table] == [
+        ('fine_grained_w10', 10.), ('fine_grained', 1000.), ('l2_w10', 10.),
+        ('l2', 100.)]
+    assert table[-1][3:] == (40., 100 * (40 / 110), 1.5)
+    rows = aggregate(runs)
+    path = tmp_path / 'REPORT.md'
+    write_report(rows, None, str(path), 'cmd', sweep=table)
+    assert '| l2_w10 | l2 | 10 | 30.00 | 27.27 | 1.5 |' in path.read_text()
+    assert sweep_table(runs, []) == []

@@ -90,7 +90,9 @@ def main(argv=None):
                                    if not s.get('reused')),
                     bench_wall_s=time.time() - tic, jobs=args.jobs,
                     data_note=data['note'], profile_name=args.profile,
-                    balance=bm.loss_balance(summaries))
+                    balance=bm.loss_balance(summaries),
+                    sweep=bm.sweep_table(summaries, sweep, seeds[0]),
+                    sweep_seed=seeds[0])
     with open(os.path.join(out, 'REPORT.md')) as f:
         print(f.read())
 
