@@ -1,6 +1,7 @@
 """Shared fixtures: a small demo VOC dataset on disk and tiny configs that
 train in seconds on a CPU."""
 import functools
+import logging
 import os
 import sys
 
@@ -9,6 +10,8 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, 'tools'))
+# `import distill`: slim/distillation/distill.py, the user-facing script
+sys.path.insert(0, os.path.join(ROOT, 'slim', 'distillation'))
 
 STUDENT = os.path.join(ROOT, 'configs/demo/yolov3_mobilenet_v1_demo.yml')
 TEACHER = os.path.join(ROOT, 'configs/demo/yolov3_r34_demo.yml')
@@ -87,3 +90,21 @@ def teacher_weights(tmp_path_factory):
     paddle.seed(7)
     paddle.save(build_model(load_config(TEACHER)).state_dict(), path)
     return path
+
+
+class _Lines(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.lines = []
+
+    def emit(self, record):
+        self.lines.append(record.getMessage())
+
+
+@pytest.fixture
+def log_lines():
+    """The messages the detdistill logger emits during the test."""
+    handler = _Lines()
+    logging.getLogger('detdistill').addHandler(handler)
+    yield handler.lines
+    logging.getLogger('detdistill').removeHandler(handler)

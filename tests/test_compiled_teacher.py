@@ -1,7 +1,6 @@
 """The compiled teacher (Paddle Inference + oneDNN): its outputs against the
 eager teacher's within the stated tolerance, the fallback to eager when the
 check or the build fails, and the rewrite that makes it build."""
-import logging
 import os
 
 import numpy as np
@@ -9,7 +8,7 @@ import paddle
 import paddle.nn.functional as F
 import pytest
 
-from conftest import ROOT, STUDENT, TEACHER, tiny_opts
+from conftest import STUDENT, TEACHER, tiny_opts
 from detdistill.config import ConfigError, build_model, load_config
 from detdistill.distill.compiled_teacher import (
     TOLERANCE, CompiledTeacher, _runs_in_child,
@@ -18,23 +17,6 @@ from detdistill.distill import onednn_predictor
 from detdistill.distill.distiller import build_distiller
 from detdistill.distill.teacher_cache import _rows
 from detdistill.engine import Trainer
-
-
-class _Lines(logging.Handler):
-    def __init__(self):
-        super().__init__()
-        self.lines = []
-
-    def emit(self, record):
-        self.lines.append(record.getMessage())
-
-
-@pytest.fixture
-def log_lines():
-    handler = _Lines()
-    logging.getLogger('detdistill').addHandler(handler)
-    yield handler.lines
-    logging.getLogger('detdistill').removeHandler(handler)
 
 
 def _distiller(demo_voc, tmp_path, teacher_weights, **opts):
@@ -126,12 +108,7 @@ def test_resume_with_the_compiled_teacher_gives_the_uninterrupted_weights(
         demo_voc, tmp_path, teacher_weights, log_lines):
     """Both runs compile the teacher at their first step; the resumed run's
     weights equal the uninterrupted run's, bit for bit."""
-    import sys
-    sys.path.insert(0, os.path.join(ROOT, 'slim', 'distillation'))
-    try:
-        import distill
-    finally:
-        sys.path.pop(0)
+    import distill
     full, part = str(tmp_path / 'full'), str(tmp_path / 'part')
     base = ['-c', STUDENT, '-t', TEACHER, '--teacher_pretrained',
             teacher_weights, '-o']

@@ -28,15 +28,6 @@ def _distiller(demo_voc, tmp_path, teacher_weights, *opts):
     return cfg, build_distiller(cfg, student, teacher)
 
 
-@pytest.fixture(autouse=True)
-def _distill_on_path():
-    import sys
-    from conftest import ROOT
-    sys.path.insert(0, os.path.join(ROOT, 'slim', 'distillation'))
-    yield
-    sys.path.remove(os.path.join(ROOT, 'slim', 'distillation'))
-
-
 @pytest.mark.parametrize('loss', ['l2', 'fine_grained', 'kl'])
 def test_teacher_is_frozen_and_only_student_learns(demo_voc, tmp_path,
                                                    teacher_weights, loss):

@@ -93,12 +93,7 @@ def test_resume_with_the_cache_gives_the_uninterrupted_weights(
         demo_voc, tmp_path, teacher_weights):
     """The uninterrupted run serves epochs 2-3 partly from its cache; the
     resumed run starts with an empty one. Same weights, bit for bit."""
-    import sys
-    sys.path.insert(0, os.path.join(ROOT, 'slim', 'distillation'))
-    try:
-        import distill
-    finally:
-        sys.path.pop(0)
+    import distill
     full, part = str(tmp_path / 'full'), str(tmp_path / 'part')
     base = ['-c', STUDENT, '-t', TEACHER, '--teacher_pretrained',
             teacher_weights, '-o']

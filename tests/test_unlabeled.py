@@ -5,7 +5,6 @@ part of exact resume, bad files are named before step 1, and both
 import json
 import os
 import shutil
-import sys
 
 import numpy as np
 import paddle
@@ -20,8 +19,6 @@ from detdistill.data.voc import VOCDataError
 from detdistill.distill.distiller import build_distiller
 from detdistill.engine import Trainer
 from detdistill.engine.trainer import epoch_seed
-
-sys.path.insert(0, os.path.join(ROOT, 'slim', 'distillation'))
 
 RUN = 'yolov3_mobilenet_v1_demo'
 

@@ -2,7 +2,6 @@
 decoded again, anything changed is, problems are found on every run, and a
 broken or unwritable cache only costs time."""
 import json
-import logging
 import os
 import shutil
 import time
@@ -156,30 +155,17 @@ def test_unwritable_cache_only_costs_time(data, tmp_path):
         assert 'cache not written' in report.format_counts()
 
 
-class _Lines(logging.Handler):
-    def __init__(self):
-        super().__init__()
-        self.lines = []
-
-    def emit(self, record):
-        self.lines.append(record.getMessage())
-
-
-def test_trainer_logs_checked_and_cached(data, tmp_path, monkeypatch):
+def test_trainer_logs_checked_and_cached(data, tmp_path, monkeypatch,
+                                         log_lines):
     from detdistill.config import load_config
     from detdistill.engine import Trainer
     monkeypatch.setenv('DETDISTILL_VOC_CACHE', str(tmp_path / 'cache'))
-    handler = _Lines()
-    logging.getLogger('detdistill').addHandler(handler)
     _age()
-    try:
-        for _ in range(2):
-            trainer = Trainer(load_config(STUDENT, tiny_opts(
-                data, str(tmp_path / 'out'))), mode='eval')
-            trainer.eval_loader
-    finally:
-        logging.getLogger('detdistill').removeHandler(handler)
-    counts = [line for line in handler.lines if line.startswith('Validated')]
+    for _ in range(2):
+        trainer = Trainer(load_config(STUDENT, tiny_opts(
+            data, str(tmp_path / 'out'))), mode='eval')
+        trainer.eval_loader
+    counts = [line for line in log_lines if line.startswith('Validated')]
     assert len(counts) == 2
     assert os.path.join(data, 'test.txt') in counts[0]
     assert '8 images' in counts[0] and '8 checked, 0 unchanged' in counts[0]

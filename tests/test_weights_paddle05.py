@@ -464,11 +464,7 @@ def test_the_blogs_distill_command_and_eval_take_0_5_archives(
     converted .pdparams does."""
     import convert_weights
     import eval as eval_tool
-    sys.path.insert(0, os.path.join(ROOT, 'slim', 'distillation'))
-    try:
-        import distill
-    finally:
-        sys.path.pop(0)
+    import distill
     srv, root, base = http_server
     _tar(zoo['r34'] / 'vars', root / 'yolov3_r34_voc.tar', 'yolov3_r34_voc')
     monkeypatch.setenv('DETDISTILL_CACHE', str(tmp_path / 'cache'))
