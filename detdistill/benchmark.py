@@ -234,6 +234,21 @@ def last_checkpoint(run, cfg):
     return os.path.join(ck, str(max(epochs))) if epochs else None
 
 
+def finished_summaries(methods, seeds, out, one_seed=()):
+    """(summaries of the planned runs that have finished, in plan order,
+    the (method, seed) of those that have not): a report without training."""
+    runs, _ = plan(methods, seeds, one_seed)
+    done, missing = [], []
+    for r in runs:
+        path = os.path.join(run_dir(out, *r), 'summary.json')
+        if os.path.isfile(path):
+            with open(path) as f:
+                done.append(dict(json.load(f), reused=True))
+        else:
+            missing.append(r)
+    return done, missing
+
+
 def run_one(method, seed, out, opts=(), reuse=True, profile='demo'):
     """Train (or reuse) one run; return its summary. A run that was
     interrupted (a killed benchmark, a session's end) continues from its last
@@ -550,7 +565,7 @@ def _timing_line(rows, run_wall_s, bench_wall_s, jobs, budget_min=40):
     if bench_wall_s is None:
         return ''
     if not run_wall_s:
-        return ('All {} runs were reused from an earlier invocation; its '
+        return ('All {} runs were reused from earlier invocations; their '
                 'timing is not repeated here.'.format(runs))
     return ('Wall time of this benchmark: **{:.1f} min** with {} run(s) at '
             'a time (target for the whole benchmark: {} min); training and '
@@ -561,7 +576,7 @@ def _timing_line(rows, run_wall_s, bench_wall_s, jobs, budget_min=40):
 def write_report(rows, profile, path, command_line, targets=None,
                  run_wall_s=None, bench_wall_s=None, jobs=1, data_note=None,
                  profile_name='demo', balance=None, sweep=None,
-                 sweep_seed=0):
+                 sweep_seed=0, missing=()):
     order = [m for m in METHODS if m in rows]
     lines = [
         '# Benchmark: distillation, {} profile'.format(profile_name), '',
@@ -580,6 +595,9 @@ def write_report(rows, profile, path, command_line, targets=None,
         'measured from `baseline_half`.' if set(BASELINE_OF) & set(rows)
         else '', '',
         'Data: {}.'.format(data_note) if data_note else '', '',
+        '**Not finished yet** (this report covers the finished runs only): '
+        '{}.'.format(', '.join('{} seed {}'.format(*r) for r in missing))
+        if missing else '', '',
         '| method | mAP 11-point | mAP area | gap recovered (11pt / area) | '
         'train img/s | step time vs baseline | peak RSS (MB) | eval img/s |',
         '|---|---|---|---|---|---|---|---|']

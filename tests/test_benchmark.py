@@ -105,6 +105,16 @@ def test_benchmark_end_to_end_in_parallel(demo_voc, tmp_path):
         os.path.join(out, 'REPORT.md')).read()
     tool.main(argv)  # everything reused: nothing retrained
     assert 'were reused' in open(os.path.join(out, 'REPORT.md')).read()
+    # --report_only trains nothing and names what has not run.
+    tool.main(['--methods', 'teacher,baseline,l2,kl'] + argv[2:] +
+              ['--report_only'])
+    assert not os.path.exists(os.path.join(out, 'runs', 'kl_s0'))
+    text = open(os.path.join(out, 'REPORT.md')).read()
+    assert '**Not finished yet** (this report covers the finished runs ' \
+        'only): kl seed 0.' in text
+    assert '| l2 |' in text and '| kl |' not in text
+    with open(os.path.join(out, 'results.json')) as f:
+        assert json.load(f)['not_finished'] == [['kl', 0]]
 
 
 def test_profile_measures_every_variant_and_writes_a_report(demo_voc,

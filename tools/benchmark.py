@@ -8,7 +8,7 @@ distillation). A missing profile dataset is generated.
 
 python tools/benchmark.py [--profile demo|converged|converged_b|gfl_demo]
                           [--methods teacher,baseline,l2,...] [--seeds 0,1]
-                          [--out DIR] [--jobs N] [-o k=v ...]
+                          [--out DIR] [--jobs N] [--report_only] [-o k=v ...]
 """
 import argparse
 import json
@@ -39,6 +39,9 @@ def parse_args(argv=None):
                    'a CPU run uses one core). Use 1 on a single GPU.')
     p.add_argument('--no_profile', action='store_true',
                    help='skip the step-cost profile')
+    p.add_argument('--report_only', action='store_true',
+                   help='train nothing: report the finished runs and name '
+                   'the others')
     p.add_argument('--fresh', action='store_true',
                    help='retrain runs that already have a summary')
     p.add_argument('-o', '--opt', nargs='*', default=[],
@@ -62,13 +65,18 @@ def main(argv=None):
     os.makedirs(out, exist_ok=True)
     tic = time.time()
     bm.ensure_data(args.profile, args.opt)
-    summaries = bm.run_all(methods, seeds, out, args.opt, args.jobs,
-                           reuse=not args.fresh, profile=args.profile,
-                           one_seed=sweep + (['teacher'] if prof.get(
-                               'one_teacher') else []))
+    one_seed = sweep + (['teacher'] if prof.get('one_teacher') else [])
+    missing = []
+    if args.report_only:
+        summaries, missing = bm.finished_summaries(methods, seeds, out,
+                                                   one_seed)
+    else:
+        summaries = bm.run_all(methods, seeds, out, args.opt, args.jobs,
+                               reuse=not args.fresh, profile=args.profile,
+                               one_seed=one_seed)
     needs_teacher = any(bm.METHODS[m][0] == 'distill' for m in methods)
     profile = None
-    if not args.no_profile and needs_teacher:
+    if not (args.no_profile or args.report_only) and needs_teacher:
         log.info('[benchmark] profiling one step of each kind')
         profile = bm.profile_step(out, opts=args.opt, profile=args.profile)
     data = bm.data_fingerprint(args.opt, args.profile)
@@ -80,7 +88,8 @@ def main(argv=None):
                    'targets': [
             {'target': t, 'met': ok, 'detail': why} for t, ok, why in targets],
             'runs': [{k: v for k, v in s.items() if k != 'losses'}
-                     for s in summaries]}, f, indent=1)
+                     for s in summaries],
+            'not_finished': [list(r) for r in missing]}, f, indent=1)
     plot_benchmark(summaries, out)
     plot_loss_ratio(summaries, out)
     cmd = 'python tools/benchmark.py ' + ' '.join(argv or sys.argv[1:])
@@ -92,7 +101,7 @@ def main(argv=None):
                     data_note=data['note'], profile_name=args.profile,
                     balance=bm.loss_balance(summaries),
                     sweep=bm.sweep_table(summaries, sweep, seeds[0]),
-                    sweep_seed=seeds[0])
+                    sweep_seed=seeds[0], missing=missing)
     with open(os.path.join(out, 'REPORT.md')) as f:
         print(f.read())
 
