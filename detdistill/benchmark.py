@@ -240,13 +240,28 @@ def finished_summaries(methods, seeds, out, one_seed=()):
     runs, _ = plan(methods, seeds, one_seed)
     done, missing = [], []
     for r in runs:
-        path = os.path.join(run_dir(out, *r), 'summary.json')
-        if os.path.isfile(path):
-            with open(path) as f:
-                done.append(dict(json.load(f), reused=True))
+        s = _finished(out, r)
+        if s:
+            done.append(s)
         else:
             missing.append(r)
     return done, missing
+
+
+def _finished(out, run):
+    path = os.path.join(run_dir(out, *run), 'summary.json')
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return dict(json.load(f), reused=True)
+
+
+def other_seeds(methods, seeds, out, one_seed):
+    """Finished runs of one-seed rows at the other seeds (a sweep weight
+    rerun on every seed with `--methods ROW --seeds S`): reported with
+    their row, never trained by a bare profile run."""
+    return [s for s in (_finished(out, (m, seed)) for m in methods
+                        if m in one_seed for seed in seeds[1:]) if s]
 
 
 def run_one(method, seed, out, opts=(), reuse=True, profile='demo'):

@@ -247,3 +247,24 @@ def test_sweep_table_compares_weights_at_one_seed(tmp_path):
     write_report(rows, None, str(path), 'cmd', sweep=table)
     assert '| l2_w10 | l2 | 10 | 30.00 | 27.27 | 1.5 |' in path.read_text()
     assert sweep_table(runs, []) == []
+
+
+def test_report_only_and_other_seeds_read_finished_runs(tmp_path):
+    """A sweep row rerun at more seeds is reported with its row; a planned
+    run without a summary is named as not finished."""
+    import json
+    from detdistill.benchmark import finished_summaries, other_seeds, run_dir
+    out = str(tmp_path)
+    for m, s in (('teacher', 0), ('l2', 0), ('l2_w10', 0), ('l2_w10', 2)):
+        os.makedirs(run_dir(out, m, s))
+        with open(os.path.join(run_dir(out, m, s), 'summary.json'), 'w') as f:
+            json.dump(_run(m, s, 30), f)
+    done, missing = finished_summaries(['teacher', 'l2', 'l2_w10'], [0, 1, 2],
+                                       out, one_seed=['teacher', 'l2_w10'])
+    assert [(r['method'], r['seed']) for r in done] == [
+        ('teacher', 0), ('l2', 0), ('l2_w10', 0)]
+    assert all(r['reused'] for r in done)
+    assert missing == [('l2', 1), ('l2', 2)]
+    extra = other_seeds(['teacher', 'l2', 'l2_w10'], [0, 1, 2], out,
+                        ['teacher', 'l2_w10'])
+    assert [(r['method'], r['seed']) for r in extra] == [('l2_w10', 2)]

@@ -74,6 +74,7 @@ def main(argv=None):
         summaries = bm.run_all(methods, seeds, out, args.opt, args.jobs,
                                reuse=not args.fresh, profile=args.profile,
                                one_seed=one_seed)
+    summaries += bm.other_seeds(methods, seeds, out, one_seed)
     needs_teacher = any(bm.METHODS[m][0] == 'distill' for m in methods)
     profile = None
     if not (args.no_profile or args.report_only) and needs_teacher:
