@@ -596,7 +596,8 @@ def write_report(rows, profile, path, command_line, targets=None,
     lines = [
         '# Benchmark: distillation, {} profile'.format(profile_name), '',
         'Produced by `{}` on this machine ({} CPU cores, no GPU). Every '
-        'number below was measured by that run.'.format(
+        'number below was measured by the runs it made or reused (runs are '
+        'reused only from this output directory).'.format(
             command_line, os.cpu_count()), '',
         PROFILES.get(profile_name, {}).get('about', ''), '',
         'mAP@0.5 in %, mean ± half the range over seeds {}; "gap recovered" '
