@@ -108,3 +108,25 @@ def log_lines():
     logging.getLogger('detdistill').addHandler(handler)
     yield handler.lines
     logging.getLogger('detdistill').removeHandler(handler)
+
+
+def assert_resume_is_exact(student, teacher, teacher_weights, data, tmp_path,
+                           epochs, **opts):
+    """distill.py for `epochs` epochs, and for 1 epoch then `-r` to `epochs`:
+    the final weights must be equal bit for bit."""
+    import distill
+    import numpy as np
+    import paddle
+    full, part = str(tmp_path / 'full'), str(tmp_path / 'part')
+    base = ['-c', student, '-t', teacher, '--teacher_pretrained',
+            teacher_weights, '-o']
+    run = os.path.splitext(os.path.basename(student))[0]
+    distill.main(base + tiny_opts(data, full, epochs, **opts))
+    distill.main(base + tiny_opts(data, part, 1, **opts))
+    distill.main(['-r', os.path.join(part, run, '0')] + base +
+                 tiny_opts(data, part, epochs, **opts))
+    wa, wb = (paddle.load(os.path.join(d, run, 'model_final.pdparams'))
+              for d in (full, part))
+    for k in wa:
+        np.testing.assert_array_equal(wa[k].numpy(), wb[k].numpy(),
+                                      err_msg=k)

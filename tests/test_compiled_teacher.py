@@ -1,14 +1,13 @@
 """The compiled teacher (Paddle Inference + oneDNN): its outputs against the
 eager teacher's within the stated tolerance, the fallback to eager when the
 check or the build fails, and the rewrite that makes it build."""
-import os
 
 import numpy as np
 import paddle
 import paddle.nn.functional as F
 import pytest
 
-from conftest import STUDENT, TEACHER, tiny_opts
+from conftest import STUDENT, TEACHER, assert_resume_is_exact, tiny_opts
 from detdistill.config import ConfigError, build_model, load_config
 from detdistill.distill.compiled_teacher import (
     TOLERANCE, CompiledTeacher, _runs_in_child,
@@ -108,23 +107,11 @@ def test_resume_with_the_compiled_teacher_gives_the_uninterrupted_weights(
         demo_voc, tmp_path, teacher_weights, log_lines):
     """Both runs compile the teacher at their first step; the resumed run's
     weights equal the uninterrupted run's, bit for bit."""
-    import distill
-    full, part = str(tmp_path / 'full'), str(tmp_path / 'part')
-    base = ['-c', STUDENT, '-t', TEACHER, '--teacher_pretrained',
-            teacher_weights, '-o']
-    w = {'distill_loss_weight': 0.01, 'teacher_compile': True}
-    distill.main(base + tiny_opts(demo_voc, full, 2, **w))
-    distill.main(base + tiny_opts(demo_voc, part, 1, **w))
-    prefix = os.path.join(part, 'yolov3_mobilenet_v1_demo', '0')
-    distill.main(['-r', prefix] + base + tiny_opts(demo_voc, part, 2, **w))
+    assert_resume_is_exact(STUDENT, TEACHER, teacher_weights, demo_voc,
+                           tmp_path, 2, distill_loss_weight=0.01,
+                           teacher_compile=True)
     assert len([x for x in log_lines if x.startswith(
         'Teacher forward compiled')]) == 3
-    wa, wb = (paddle.load(os.path.join(d, 'yolov3_mobilenet_v1_demo',
-                                       'model_final.pdparams'))
-              for d in (full, part))
-    for k in wa:
-        np.testing.assert_array_equal(wa[k].numpy(), wb[k].numpy(),
-                                      err_msg=k)
 
 
 def test_teacher_compile_must_be_a_boolean(demo_voc, tmp_path):

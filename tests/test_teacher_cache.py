@@ -7,7 +7,7 @@ import numpy as np
 import paddle
 import pytest
 
-from conftest import ROOT, tiny_opts
+from conftest import ROOT, assert_resume_is_exact, tiny_opts
 from detdistill.config import ConfigError, build_model, load_config
 from detdistill.distill.distiller import build_distiller
 from detdistill.distill.teacher_cache import (TeacherCache, _rows,
@@ -93,18 +93,6 @@ def test_resume_with_the_cache_gives_the_uninterrupted_weights(
         demo_voc, tmp_path, teacher_weights):
     """The uninterrupted run serves epochs 2-3 partly from its cache; the
     resumed run starts with an empty one. Same weights, bit for bit."""
-    import distill
-    full, part = str(tmp_path / 'full'), str(tmp_path / 'part')
-    base = ['-c', STUDENT, '-t', TEACHER, '--teacher_pretrained',
-            teacher_weights, '-o']
-    w = {'distill_loss_weight': 0.01, 'teacher_cache': 'true'}
-    distill.main(base + tiny_opts(demo_voc, full, 3, **w))
-    distill.main(base + tiny_opts(demo_voc, part, 1, **w))
-    prefix = os.path.join(part, 'yolov3_mobilenet_v1_converged', '0')
-    distill.main(['-r', prefix] + base + tiny_opts(demo_voc, part, 3, **w))
-    wa, wb = (paddle.load(os.path.join(d, 'yolov3_mobilenet_v1_converged',
-                                       'model_final.pdparams'))
-              for d in (full, part))
-    for k in wa:
-        np.testing.assert_array_equal(wa[k].numpy(), wb[k].numpy(),
-                                      err_msg=k)
+    assert_resume_is_exact(STUDENT, TEACHER, teacher_weights, demo_voc,
+                           tmp_path, 3, distill_loss_weight=0.01,
+                           teacher_cache='true')
