@@ -153,7 +153,10 @@ PROFILES = {
                      # issue 11's question: do unlabeled images add to
                      # distillation on the labeled half alone?
                      pairs=[(m, 'l2_half') for m in ['l2_half_unlabeled'] +
-                            UNLABELED_MIX])),
+                            UNLABELED_MIX],
+                     # issue 13: the fast teacher (compiled, cached) and the
+                     # plain one train the same student, up to seed noise
+                     same=[('l2_compiled', 'l2_plain'), ('l2', 'l2_plain')])),
     # The second dataset, drawn differently, with the chosen defaults.
     'converged_b': dict(
         student='configs/converged/yolov3_mobilenet_v1_converged.yml',
@@ -766,7 +769,8 @@ def check_targets(rows, profile, summaries=(), goals=None):
     """[(target, met: True/False/None, detail)]: every distilled method
     against the baseline and the seed spread; with a profile's `goals`
     (teacher_min, teacher_margin, plateau_gain) the regime's own checks;
-    `pairs`: more (row, row it must beat) comparisons."""
+    `pairs`: more (row, row it must beat) comparisons; `same`: (row, row)
+    that must agree within the seed spread."""
     out = []
     goals = goals or {}
     if 'teacher' in rows and 'teacher_min' in goals:
@@ -809,6 +813,14 @@ def check_targets(rows, profile, summaries=(), goals=None):
         out.append(('{} beats {} by more than the seed spread'.format(m, base),
                     ok, '{} - {} = {:+.2f}, {}'.format(
                         m, base, x['mean'] - b['mean'], why)))
+    for m, other in goals.get('same', ()):
+        if {m, other} <= set(rows):
+            a, b = rows[m]['mAP_11point'], rows[other]['mAP_11point']
+            spread = max(a['spread'], b['spread'])
+            out.append(('{} equals {} within the seed spread'.format(m, other),
+                        abs(a['mean'] - b['mean']) <= spread,
+                        '{} - {} = {:+.2f}, largest seed spread {:.2f}'.format(
+                            m, other, a['mean'] - b['mean'], spread)))
     gaps = {m: r['gap_recovered_11point'] for m, r in rows.items()
             if r.get('gap_recovered_11point') is not None}
     if gaps and goals.get('half_gap', True):

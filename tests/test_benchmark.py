@@ -295,3 +295,18 @@ def test_half_label_rows_compare_with_the_labeled_half():
     assert cmd[-2:] == [
         'unlabeled_list=dataset/converged_voc/unlabeled_half.txt',
         'unlabeled_batch_size=4']
+
+
+def test_same_within_spread_for_the_fast_teacher_rows():
+    """Issue 13's check: the compiled+cached teacher's students against the
+    plain teacher's, judged against the seed spread, both ways round."""
+    from detdistill.benchmark import PROFILES
+    runs = [_run('l2_compiled', 0, 26), _run('l2_compiled', 1, 27),
+            _run('l2_plain', 0, 27.5), _run('l2_plain', 1, 26.5),
+            _run('l2', 0, 30), _run('l2', 1, 31)]
+    res = {t: (ok, why) for t, ok, why in check_targets(
+        aggregate(runs), None, runs, PROFILES['converged']['targets'])}
+    assert res['l2_compiled equals l2_plain within the seed spread'] == (
+        True, 'l2_compiled - l2_plain = -0.50, largest seed spread 1.00')
+    assert res['l2 equals l2_plain within the seed spread'] == (
+        False, 'l2 - l2_plain = +3.50, largest seed spread 1.00')
