@@ -138,6 +138,16 @@ def test_default_demo_dataset_has_the_pinned_content(tmp_path):
     out = str(tmp_path / 'demo')
     make_demo_voc(out)
     assert dataset_digest(out) == DEMO_DIGEST
+    # the benchmark's half-label lists are derived from these files: the
+    # same data, the same digest; a changed list is a different dataset
+    from detdistill.benchmark import write_half_split
+    write_half_split(out)
+    assert sorted(f for f in os.listdir(out) if 'half' in f) == [
+        'trainval_half.txt', 'unlabeled_half.txt']
+    assert dataset_digest(out) == DEMO_DIGEST
+    with open(os.path.join(out, 'test.txt'), 'a') as f:
+        f.write('\n')
+    assert dataset_digest(out) != DEMO_DIGEST
 
 
 def test_demo_round_trips_through_ppdet_reader(demo_voc):
