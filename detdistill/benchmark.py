@@ -68,14 +68,14 @@ COST_SCALE = {'baseline_half': 0.5, 'l2_half': 0.5, 'l2_half_unlabeled': 0.9,
 # The mix's defaults, measured (issue 11): the unlabeled loss weighted x0.3
 # and x3, and half as many unlabeled images per step.
 UNLABELED_MIX = []
-for _name, _opt in (('uw0.3', 'unlabeled_distill_weight=0.3'),
-                    ('uw3', 'unlabeled_distill_weight=3'),
-                    ('ub4', 'unlabeled_batch_size=4')):
-    UNLABELED_MIX.append('l2_half_unlabeled_' + _name)
-    METHODS['l2_half_unlabeled_' + _name] = METHODS['l2_half_unlabeled'][:2] \
-        + (METHODS['l2_half_unlabeled'][2] + [_opt],)
-    BASELINE_OF['l2_half_unlabeled_' + _name] = 'baseline_half'
-    COST_SCALE['l2_half_unlabeled_' + _name] = 0.7 if _name == 'ub4' else 0.9
+for _name, _opt, _cost in (('uw0.3', 'unlabeled_distill_weight=0.3', 0.9),
+                           ('uw3', 'unlabeled_distill_weight=3', 0.9),
+                           ('ub4', 'unlabeled_batch_size=4', 0.7)):
+    _row = 'l2_half_unlabeled_' + _name
+    UNLABELED_MIX.append(_row)
+    METHODS[_row] = METHODS['l2_half_unlabeled'][:2] + (
+        METHODS['l2_half_unlabeled'][2] + [_opt],)
+    BASELINE_OF[_row], COST_SCALE[_row] = 'baseline_half', _cost
 # Issue #13: does the fast teacher change the distilled student? The same L2
 # run with every teacher optimisation on (compiled teacher, output cache: the
 # defaults) and with none (eager teacher recomputed every step). The
