@@ -87,6 +87,11 @@ METHODS.update({
     'l2_plain': ('distill', 'student', ['distill_loss=l2',
                                         'teacher_compile=false',
                                         'teacher_cache=false']),
+    # The lower-precision teacher's numerics (this CPU has no bfloat16, so
+    # emulated: teacher_precision.py); otherwise the `l2` rows' eager + cache.
+    'l2_bf16': ('distill', 'student', ['distill_loss=l2',
+                                       'teacher_precision=bfloat16_emulated',
+                                       'teacher_cache=true']),
 })
 
 _CONVERGED_B = ['{}.dataset_dir=dataset/converged_b_voc'.format(d) for d in
@@ -147,16 +152,18 @@ PROFILES = {
         # issue 13's check that the fast teacher leaves the student as it
         # was; issue 11's rows (half the labels, the other half unlabeled,
         # the mix's two knobs).
-        on_request=['l2_compiled', 'l2_plain', 'baseline_half', 'l2_half',
-                    'l2_half_unlabeled'] + UNLABELED_MIX,
+        on_request=['l2_compiled', 'l2_plain', 'l2_bf16', 'baseline_half',
+                    'l2_half', 'l2_half_unlabeled'] + UNLABELED_MIX,
         targets=dict(teacher_min=40., teacher_margin=10., plateau_gain=1.,
                      # issue 11's question: do unlabeled images add to
                      # distillation on the labeled half alone?
                      pairs=[(m, 'l2_half') for m in ['l2_half_unlabeled'] +
                             UNLABELED_MIX],
-                     # issue 13: the fast teacher (compiled, cached) and the
-                     # plain one train the same student, up to seed noise
-                     same=[('l2_compiled', 'l2_plain'), ('l2', 'l2_plain')])),
+                     # issue 13: the fast teacher (compiled, cached; or in
+                     # bfloat16) and the plain one train the same student,
+                     # up to seed noise
+                     same=[('l2_compiled', 'l2_plain'), ('l2', 'l2_plain'),
+                           ('l2_bf16', 'l2')])),
     # The second dataset, drawn differently, with the chosen defaults.
     'converged_b': dict(
         student='configs/converged/yolov3_mobilenet_v1_converged.yml',

@@ -32,7 +32,7 @@ KNOWN_KEYS = {
     # distillation (slim/distillation/distill.py)
     'use_fine_grained_loss', 'distill_loss', 'distill_loss_weight',
     'distill_pairs', 'temperature', 'teacher_cache', 'teacher_cache_mb',
-    'teacher_compile',
+    'teacher_compile', 'teacher_precision',
     # unlabeled images (distill.py --unlabeled_list / --unlabeled_dir)
     'unlabeled_list', 'unlabeled_dir', 'unlabeled_batch_size',
     'unlabeled_distill_weight',

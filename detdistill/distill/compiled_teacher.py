@@ -125,13 +125,14 @@ def _save(teacher, names, prefix):
                         input_spec=spec)
 
 
-def _runs_in_child(prefix, shape, threads):
+def _runs_in_child(prefix, shape, threads, bfloat16=False):
     """None if building and running the predictor works in a child
     process, else what went wrong there."""
     try:
         p = subprocess.run(
             [sys.executable, onednn_predictor.__file__, prefix,
-             ','.join(map(str, shape)), str(threads)],
+             ','.join(map(str, shape)), str(threads)] +
+            (['bfloat16'] if bfloat16 else []),
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
             timeout=_CHILD_TIMEOUT_S)
     except subprocess.TimeoutExpired:
@@ -144,11 +145,14 @@ def _runs_in_child(prefix, shape, threads):
 
 class CompiledTeacher:
     """`compiled(inputs)` -> {name: tensor}, like the eager paired forward
-    `eager(inputs)`; checked against it on the first call."""
+    `eager(inputs)`; checked against it on the first call. `bfloat16`: the
+    predictor computes in bfloat16 (teacher_precision.py; pass that type's
+    tolerance)."""
 
     def __init__(self, teacher, names, eager, threads=None,
-                 tolerance=TOLERANCE):
+                 tolerance=TOLERANCE, bfloat16=False):
         self.teacher = teacher
+        self.bfloat16 = bfloat16
         self.names = list(names)
         self.eager = eager
         self.threads = int(threads or paddle.get_flags(
@@ -188,13 +192,15 @@ class CompiledTeacher:
                 self._fail('saving the program failed ({})'.format(
                     repr(e)[:200]))
                 return ref
-            crash = _runs_in_child(prefix, image.shape, self.threads)
+            crash = _runs_in_child(prefix, image.shape, self.threads,
+                                   self.bfloat16)
             if crash:
                 self._fail('the oneDNN predictor failed in a test process '
                            '({})'.format(crash))
                 return ref
             try:
-                self.predictor = onednn_predictor.build(prefix, self.threads)
+                self.predictor = onednn_predictor.build(
+                    prefix, self.threads, self.bfloat16)
                 outs = onednn_predictor.run(self.predictor, image)
             except Exception as e:  # noqa: BLE001
                 self._fail('the oneDNN predictor failed ({})'.format(
@@ -208,10 +214,11 @@ class CompiledTeacher:
                        'their largest value (tolerance {:.0e})'.format(
                            worst, self.tolerance))
             return ref
-        logger.info('Teacher forward compiled (Paddle Inference, oneDNN, {} '
+        logger.info('Teacher forward compiled (Paddle Inference, oneDNN{}, {} '
                     'thread{}): outputs within {:.1e} of the eager ones '
                     '(tolerance {:.0e})'.format(
-                        self.threads, 's' if self.threads > 1 else '', worst,
+                        ', bfloat16' if self.bfloat16 else '', self.threads,
+                        's' if self.threads > 1 else '', worst,
                         self.tolerance))
         # The compiled outputs from the first step on: a resumed run, which
         # checks again at its first step, then sees what the uninterrupted

@@ -30,6 +30,8 @@ from ..engine.callbacks import LogOnly
 from ..logger import get_logger
 from .compiled_teacher import CompiledTeacher
 from .teacher_cache import build_teacher_cache
+from .teacher_precision import TOLERANCE as PRECISION_TOLERANCE
+from .teacher_precision import LowPrecisionTeacher, choose, parse_precision
 from .pairing import (DEFAULT_PAIRS, OutputRecorder, PairingError,
                       check_names, check_shapes, check_single_calls,
                       describe_outputs)
@@ -50,7 +52,8 @@ DEFAULT_WEIGHTS = {'L2Distill': 100., 'FineGrainedDistill': 1000.,
 
 class Distiller(nn.Layer):
     def __init__(self, student, teacher, loss, pairs=DEFAULT_PAIRS, weight=1.,
-                 unlabeled_weight=1., cache=None, compile_teacher=False):
+                 unlabeled_weight=1., cache=None, compile_teacher=False,
+                 precision='float32'):
         super().__init__()
         self.cache = cache  # a TeacherCache, or None
         self.student = student
@@ -65,9 +68,14 @@ class Distiller(nn.Layer):
         for p in teacher.parameters():
             p.stop_gradient = True
         teacher.eval()
+        how, compile_teacher = choose(precision, compile_teacher)
+        self.low_precision = LowPrecisionTeacher(
+            teacher, precision, self._eager_teacher_forward
+        ) if how in ('amp', 'emulated') else None
         self.compiled = CompiledTeacher(
-            teacher, [t for _, t in self.pairs], self._eager_teacher_forward
-        ) if compile_teacher else None
+            teacher, [t for _, t in self.pairs], self._eager_teacher_forward,
+            **(dict(bfloat16=True, tolerance=PRECISION_TOLERANCE['bfloat16'])
+               if how == 'onednn' else {})) if compile_teacher else None
 
     def train(self):
         # The trainer calls train() every epoch; the teacher stays in eval mode
@@ -91,6 +99,8 @@ class Distiller(nn.Layer):
     def _teacher_forward(self, inputs):
         if self.compiled is not None:
             return self.compiled(inputs)
+        if self.low_precision is not None:
+            return self.low_precision(inputs)
         return self._eager_teacher_forward(inputs)
 
     def _eager_teacher_forward(self, inputs):
@@ -190,7 +200,7 @@ def build_distiller(cfg, student, teacher):
     use_fine_grained_loss (the seeds' switch), distill_loss (l2 | fine_grained
     | kl, or a registered loss class), distill_loss_weight, distill_pairs,
     temperature, unlabeled_distill_weight, teacher_cache, teacher_cache_mb,
-    teacher_compile."""
+    teacher_compile, teacher_precision."""
     asked = cfg.get('distill_loss')
     name = LOSS_ALIASES.get(asked, asked)
     if cfg.get('use_fine_grained_loss'):
@@ -238,4 +248,5 @@ def build_distiller(cfg, student, teacher):
         raise ConfigError('teacher_compile must be true or false, got '
                           '{!r}'.format(compile_teacher))
     return Distiller(student, teacher, loss, pairs, weight, unlabeled_weight,
-                     build_teacher_cache(cfg), compile_teacher)
+                     build_teacher_cache(cfg), compile_teacher,
+                     parse_precision(cfg))

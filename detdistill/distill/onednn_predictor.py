@@ -1,8 +1,8 @@
 """A Paddle Inference predictor with oneDNN on CPU, for a program saved by
 `paddle.jit.save`. Needs only paddle and numpy: the compiled teacher runs
 this file as a script in a child process (`python onednn_predictor.py PREFIX
-N,C,H,W THREADS`), to see building and running it survive before the
-training process does it.
+N,C,H,W THREADS [bfloat16]`), to see building and running it survive before
+the training process does it.
 """
 import sys
 
@@ -13,11 +13,13 @@ import numpy as np
 BROKEN_PASSES = ['conv_activation_onednn_fuse_pass']
 
 
-def build(prefix, threads):
+def build(prefix, threads, bfloat16=False):
     from paddle import inference
     cfg = inference.Config(prefix + '.json', prefix + '.pdiparams')
     cfg.disable_gpu()
     cfg.enable_onednn()
+    if bfloat16:  # teacher_precision=bfloat16 on a CPU that has it
+        cfg.enable_onednn_bfloat16()
     for name in BROKEN_PASSES:
         cfg.delete_pass(name)
     cfg.set_cpu_math_library_num_threads(int(threads))
@@ -37,5 +39,5 @@ def run(predictor, image):
 
 if __name__ == '__main__':
     prefix, shape, threads = sys.argv[1:4]
-    run(build(prefix, threads),
+    run(build(prefix, threads, sys.argv[4:5] == ['bfloat16']),
         np.zeros([int(s) for s in shape.split(',')], 'float32'))
