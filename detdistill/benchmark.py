@@ -363,7 +363,7 @@ def run_one(method, seed, out, opts=(), reuse=True, profile='demo'):
     return summary
 
 
-def plan(methods, seeds, one_seed=()):
+def plan(methods, seeds, one_seed=(), profile='demo'):
     """The runs to do, in start order, and what each must wait for. Every
     distilled student learns from the seed-0 teacher, so that teacher is
     trained (first) whenever a distill method is asked for; the other runs
@@ -378,7 +378,7 @@ def plan(methods, seeds, one_seed=()):
     runs = [('teacher', s) for s in teachers] + [
         (m, s) for m in methods if m != 'teacher'
         for s in (seeds[:1] if m in one_seed else seeds)]
-    runs = runs[:1] + sorted(runs[1:], key=lambda r: -cost(r[0]))
+    runs = runs[:1] + sorted(runs[1:], key=lambda r: -cost(r[0], profile))
     needs = {r: {('teacher', 0)} if METHODS[r[0]][0] == 'distill' else set()
              for r in runs}
     return runs, needs
@@ -420,7 +420,7 @@ def run_all(methods, seeds, out, opts=(), jobs=1, reuse=True, heartbeat=60,
     """Train every planned run, `jobs` at a time (a CPU run uses one core:
     see benchmark/PROFILE.md), logging progress and an ETA every `heartbeat`
     seconds and at each finished run. Returns the summaries in plan order."""
-    runs, needs = plan(methods, seeds, one_seed)
+    runs, needs = plan(methods, seeds, one_seed, profile)
     jobs = max(1, jobs)
     pending, running, done, started = list(runs), {}, {}, {}
     tic = time.time()

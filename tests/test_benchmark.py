@@ -74,6 +74,13 @@ def test_plan_starts_the_distill_teacher_first_and_longest_runs_next():
     # Distilling without asking for the teacher still trains the seed-0 one.
     runs, _ = plan(['l2'], [3])
     assert runs == [('teacher', 0), ('l2', 3)]
+    # Longest by the profile's own costs: 4 unlabeled images per step cost
+    # 0.7 of a distill run, 1.22 baselines on the demo, 0.84 converged.
+    mix = ['baseline', 'l2_half_unlabeled_ub4']
+    assert plan(mix, [0])[0][1:] == [('l2_half_unlabeled_ub4', 0),
+                                     ('baseline', 0)]
+    assert plan(mix, [0], profile='converged')[0][1:] == [
+        ('baseline', 0), ('l2_half_unlabeled_ub4', 0)]
 
 
 def test_benchmark_end_to_end_in_parallel(demo_voc, tmp_path):
