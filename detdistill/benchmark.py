@@ -772,6 +772,25 @@ def plateau_gain(summary):
     return 100 * (curve[-1][1]['11point'] - before[-1]['11point'])
 
 
+def _against_spread(rows, m, other, known, holds, target):
+    """(target, ok, why): `holds(mean of m - mean of other, spread)` with the
+    larger seed spread of the two rows; with one seed, the spread measured
+    before (`known`: (spread, by what)) or not judged (ok None)."""
+    a, b = rows[m]['mAP_11point'], rows[other]['mAP_11point']
+    diff = a['mean'] - b['mean']
+    if min(len(a['values']), len(b['values'])) > 1:
+        spread = max(a['spread'], b['spread'])
+        ok, why = holds(diff, spread), 'largest seed spread {:.2f}'.format(
+            spread)
+    elif known is not None:
+        ok, why = holds(diff, known[0]), \
+            'one seed; seed spread {:.2f} as measured by {}'.format(*known)
+    else:
+        ok, why = None, 'seed spread unknown with one seed'
+    return (target.format(m, other), ok,
+            '{} - {} = {:+.2f}, {}'.format(m, other, diff, why))
+
+
 def check_targets(rows, profile, summaries=(), goals=None):
     """[(target, met: True/False/None, detail)]: every distilled method
     against the baseline and the seed spread; with a profile's `goals`
@@ -802,32 +821,17 @@ def check_targets(rows, profile, summaries=(), goals=None):
     pairs = [(m, BASELINE_OF.get(m, 'baseline')) for m in rows
              if METHODS.get(m, ('train',))[0] == 'distill'] + [
         (m, base) for m, base in goals.get('pairs', ()) if m in rows]
+    known = goals.get('one_seed_spread')
     for m, base in pairs:
-        if base not in rows:
-            continue
-        b, x = rows[base]['mAP_11point'], rows[m]['mAP_11point']
-        spread = max(b['spread'], x['spread'])
-        seeds = min(len(b['values']), len(x['values']))
-        known = goals.get('one_seed_spread')
-        if seeds > 1:
-            ok, why = x['mean'] - b['mean'] > spread, \
-                'largest seed spread {:.2f}'.format(spread)
-        elif known is not None:  # one seed: the spread measured before
-            ok, why = x['mean'] - b['mean'] > known[0], \
-                'one seed; seed spread {:.2f} as measured by {}'.format(*known)
-        else:
-            ok, why = None, 'seed spread unknown with one seed'
-        out.append(('{} beats {} by more than the seed spread'.format(m, base),
-                    ok, '{} - {} = {:+.2f}, {}'.format(
-                        m, base, x['mean'] - b['mean'], why)))
+        if base in rows:
+            out.append(_against_spread(
+                rows, m, base, known, lambda d, s: d > s,
+                '{} beats {} by more than the seed spread'))
     for m, other in goals.get('same', ()):
         if {m, other} <= set(rows):
-            a, b = rows[m]['mAP_11point'], rows[other]['mAP_11point']
-            spread = max(a['spread'], b['spread'])
-            out.append(('{} equals {} within the seed spread'.format(m, other),
-                        abs(a['mean'] - b['mean']) <= spread,
-                        '{} - {} = {:+.2f}, largest seed spread {:.2f}'.format(
-                            m, other, a['mean'] - b['mean'], spread)))
+            out.append(_against_spread(
+                rows, m, other, known, lambda d, s: abs(d) <= s,
+                '{} equals {} within the seed spread'))
     gaps = {m: r['gap_recovered_11point'] for m, r in rows.items()
             if r.get('gap_recovered_11point') is not None}
     if gaps and goals.get('half_gap', True):
