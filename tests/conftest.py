@@ -47,6 +47,20 @@ def tiny_opts(data_dir, save_dir, epoch=1, **extra):
     return ['{}={}'.format(k, v) for k, v in opts.items()]
 
 
+def distiller_and_batch(data_dir, tmp_path, teacher_weights, **opts):
+    """A distiller of the demo configs on `data_dir` with `teacher_weights`
+    and the -o overrides `opts`, and its first training batch."""
+    import paddle
+    from detdistill.config import build_model, load_config
+    from detdistill.distill.distiller import build_distiller
+    from detdistill.engine import Trainer
+    cfg = load_config(STUDENT, tiny_opts(data_dir, str(tmp_path), **opts))
+    teacher = build_model(load_config(TEACHER))
+    teacher.set_state_dict(paddle.load(teacher_weights))
+    d = build_distiller(cfg, build_model(cfg), teacher)
+    return d, next(iter(Trainer(cfg, 'train', model=d).loader))
+
+
 def evaluate_independently(config, opts, weights):
     """VOC results of checkpoint prefix `weights` on the eval list, computed
     here with VOCEvaluator over the eval loader, not through Trainer.evaluate

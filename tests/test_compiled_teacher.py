@@ -7,7 +7,8 @@ import paddle
 import paddle.nn.functional as F
 import pytest
 
-from conftest import STUDENT, TEACHER, assert_resume_is_exact, tiny_opts
+from conftest import (STUDENT, TEACHER, assert_resume_is_exact,
+                      distiller_and_batch, tiny_opts)
 from detdistill.config import ConfigError, build_model, load_config
 from detdistill.distill.compiled_teacher import (
     TOLERANCE, CompiledTeacher, _runs_in_child,
@@ -15,15 +16,6 @@ from detdistill.distill.compiled_teacher import (
 from detdistill.distill import onednn_predictor
 from detdistill.distill.distiller import build_distiller
 from detdistill.distill.teacher_cache import _rows
-from detdistill.engine import Trainer
-
-
-def _distiller(demo_voc, tmp_path, teacher_weights, **opts):
-    cfg = load_config(STUDENT, tiny_opts(demo_voc, str(tmp_path), **opts))
-    teacher = build_model(load_config(TEACHER))
-    teacher.set_state_dict(paddle.load(teacher_weights))
-    d = build_distiller(cfg, build_model(cfg), teacher)
-    return d, next(iter(Trainer(cfg, 'train', model=d).loader))
 
 
 def test_nearest_upsampling_rewrite_gives_interpolates_values():
@@ -47,8 +39,9 @@ def test_nearest_upsampling_rewrite_gives_interpolates_values():
 
 def test_compiled_teacher_matches_eager_within_tolerance(
         demo_voc, tmp_path, teacher_weights, log_lines):
-    d, batch = _distiller(demo_voc, tmp_path, teacher_weights,
-                          teacher_compile='true', teacher_cache='false')
+    d, batch = distiller_and_batch(
+        demo_voc, tmp_path, teacher_weights, teacher_compile='true',
+        teacher_cache='false')
     eager = d._eager_teacher_forward(batch)
     first = d._teacher_forward(batch)  # checked, then compiled from here on
     assert d.compiled.active and not d.compiled.failed
@@ -78,8 +71,8 @@ def test_compiled_teacher_matches_eager_within_tolerance(
 
 def test_compiled_teacher_falls_back_to_eager(demo_voc, tmp_path,
                                               teacher_weights, log_lines):
-    d, batch = _distiller(demo_voc, tmp_path, teacher_weights,
-                          teacher_compile='false')
+    d, batch = distiller_and_batch(
+        demo_voc, tmp_path, teacher_weights, teacher_compile='false')
     assert d.compiled is None
     names = [t for _, t in d.pairs]
     # A tolerance no output can meet: the real check fails.

@@ -8,7 +8,7 @@ import paddle
 import paddle.nn.functional as F
 import pytest
 
-from conftest import STUDENT, TEACHER, tiny_opts
+from conftest import STUDENT, TEACHER, distiller_and_batch, tiny_opts
 from detdistill.config import ConfigError, build_model, load_config
 from detdistill.distill import teacher_precision
 from detdistill.distill.compiled_teacher import (CompiledTeacher,
@@ -16,15 +16,6 @@ from detdistill.distill.compiled_teacher import (CompiledTeacher,
 from detdistill.distill.distiller import build_distiller
 from detdistill.distill.teacher_precision import (
     TOLERANCE, cpu_has_bfloat16, emulated_precision)
-from detdistill.engine import Trainer
-
-
-def _distiller(demo_voc, tmp_path, teacher_weights, **opts):
-    cfg = load_config(STUDENT, tiny_opts(demo_voc, str(tmp_path), **opts))
-    teacher = build_model(load_config(TEACHER))
-    teacher.set_state_dict(paddle.load(teacher_weights))
-    d = build_distiller(cfg, build_model(cfg), teacher)
-    return d, next(iter(Trainer(cfg, 'train', model=d).loader))
 
 
 def _bf16(a):
@@ -55,9 +46,10 @@ def test_emulated_bfloat16_rounds_a_convolutions_input_weight_and_output():
 
 def test_emulated_teacher_is_checked_at_start_and_keeps_its_weights(
         demo_voc, tmp_path, teacher_weights, log_lines):
-    d, batch = _distiller(demo_voc, tmp_path, teacher_weights,
-                          teacher_precision='bfloat16_emulated',
-                          teacher_compile=True, teacher_cache=False)
+    d, batch = distiller_and_batch(
+        demo_voc, tmp_path, teacher_weights,
+        teacher_precision='bfloat16_emulated', teacher_compile=True,
+        teacher_cache=False)
     assert d.compiled is None  # the emulation wraps the eager forward
     before = {k: v.numpy().copy() for k, v in d.teacher.state_dict().items()}
     eager = d._eager_teacher_forward(batch)
@@ -83,9 +75,9 @@ def test_emulated_teacher_is_checked_at_start_and_keeps_its_weights(
 def test_drift_beyond_the_tolerance_keeps_the_teacher_float32(
         demo_voc, tmp_path, teacher_weights, log_lines, monkeypatch):
     monkeypatch.setitem(teacher_precision.TOLERANCE, 'float16', 1e-9)
-    d, batch = _distiller(demo_voc, tmp_path, teacher_weights,
-                          teacher_precision='float16_emulated',
-                          teacher_cache=False)
+    d, batch = distiller_and_batch(
+        demo_voc, tmp_path, teacher_weights,
+        teacher_precision='float16_emulated', teacher_cache=False)
     eager = d._eager_teacher_forward(batch)
     for _ in range(2):
         out = d._teacher_forward(batch)
@@ -100,14 +92,16 @@ def test_drift_beyond_the_tolerance_keeps_the_teacher_float32(
 
 def test_real_low_precision_falls_back_to_float32_without_the_hardware(
         demo_voc, tmp_path, teacher_weights, log_lines):
-    d, batch = _distiller(demo_voc, tmp_path, teacher_weights,
-                          teacher_precision='float16', teacher_cache=False)
+    d, batch = distiller_and_batch(
+        demo_voc, tmp_path, teacher_weights, teacher_precision='float16',
+        teacher_cache=False)
     assert d.low_precision is None and d.compiled is None
     assert 'teacher_precision=float16: the teacher runs in float32 (float16 ' \
         'runs on GPUs only)' in log_lines
     if not cpu_has_bfloat16():
-        d, _ = _distiller(demo_voc, tmp_path, teacher_weights,
-                          teacher_precision='bfloat16', teacher_compile=True)
+        d, _ = distiller_and_batch(
+            demo_voc, tmp_path, teacher_weights, teacher_precision='bfloat16',
+            teacher_compile=True)
         assert d.low_precision is None and not d.compiled.bfloat16
         assert any(x.startswith('teacher_precision=bfloat16: the teacher '
                                 'runs in float32 (this CPU has no bfloat16')
@@ -127,8 +121,8 @@ def test_onednn_bfloat16_predictor_builds_and_is_checked(
         demo_voc, tmp_path, teacher_weights, log_lines):
     """The predictor a bfloat16 CPU gets: on a CPU without bfloat16 Paddle
     runs it in float32, so here this checks the build path and the check."""
-    d, batch = _distiller(demo_voc, tmp_path, teacher_weights,
-                          teacher_cache=False)
+    d, batch = distiller_and_batch(
+        demo_voc, tmp_path, teacher_weights, teacher_cache=False)
     c = CompiledTeacher(d.teacher, [t for _, t in d.pairs],
                         d._eager_teacher_forward, bfloat16=True,
                         tolerance=TOLERANCE['bfloat16'])
