@@ -28,7 +28,7 @@ from ppdet.core.workspace import create
 from ..config import ConfigError, activate
 from ..engine.callbacks import LogOnly
 from ..logger import get_logger
-from .compiled_teacher import CompiledTeacher
+from .compiled_teacher import TOLERANCE, CompiledTeacher
 from .teacher_cache import build_teacher_cache
 from .teacher_precision import TOLERANCE as PRECISION_TOLERANCE
 from .teacher_precision import LowPrecisionTeacher, choose, parse_precision
@@ -72,10 +72,11 @@ class Distiller(nn.Layer):
         self.low_precision = LowPrecisionTeacher(
             teacher, precision, self._eager_teacher_forward
         ) if how in ('amp', 'emulated') else None
+        bf16 = how == 'onednn'  # bfloat16 in the compiled teacher
         self.compiled = CompiledTeacher(
             teacher, [t for _, t in self.pairs], self._eager_teacher_forward,
-            **(dict(bfloat16=True, tolerance=PRECISION_TOLERANCE['bfloat16'])
-               if how == 'onednn' else {})) if compile_teacher else None
+            tolerance=PRECISION_TOLERANCE['bfloat16'] if bf16 else TOLERANCE,
+            bfloat16=bf16) if compile_teacher else None
 
     def train(self):
         # The trainer calls train() every epoch; the teacher stays in eval mode
