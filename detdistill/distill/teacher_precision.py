@@ -5,15 +5,15 @@
                      `paddle.amp.auto_cast` (O1: convolutions in the low
                      type); bfloat16 on a CPU with bfloat16 instructions
                      (avx512_bf16 / amx_bf16): the compiled teacher's oneDNN
-                     predictor in bfloat16 (dygraph auto_cast computes
-                     nothing in bfloat16 on a CPU). Elsewhere: float32 and
-                     one log line.
+                     predictor in bfloat16 (dygraph auto_cast left a
+                     convolution in float32 on the CPU it was tried on).
+                     Elsewhere: float32 and one log line.
   *_emulated         the numerics without the speed, on any machine: every
                      Conv2D's input, weight and output rounded to the low
                      type and back (what O1 rounds; sums stay float32, as
                      in the bfloat16 and tensor-core kernels). This is how
                      the drift and the student's mAP were measured on a CPU
-                     that has no bfloat16 (README, "Compiled teacher").
+                     that has no bfloat16 (README, "Lower-precision teacher").
 
 At the first call the low-precision outputs are compared with the float32
 ones on the same batch: beyond TOLERANCE of each output's largest value, the
