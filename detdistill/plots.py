@@ -70,6 +70,8 @@ def plot_benchmark(summaries, out_dir):
     plt.close(fig)
 
     students = [m for m in by if m != 'teacher']
+    if not students:  # a teacher-only run has no loss panels to draw
+        return
     fig, axes = plt.subplots(1, len(students), figsize=(4 * len(students), 3.8),
                              squeeze=False)
     for ax, m in zip(axes[0], students):

@@ -202,6 +202,63 @@ def test_an_interrupted_run_resumes_from_its_last_checkpoint(demo_voc,
         np.testing.assert_array_equal(weights[k].numpy(), again[k].numpy())
 
 
+def test_a_teacher_from_another_benchmark_is_evaluated_not_retrained(
+        demo_voc, tmp_path, monkeypatch):
+    """A profile with `teacher_from` (the main job's `quick`) distils from
+    that benchmark's seed-0 teacher: the teacher row is tools/eval.py on
+    those weights, here, with nothing trained."""
+    import json
+    import benchmark as tool
+    from conftest import tiny_opts
+    from detdistill import benchmark as bm
+    opts = [o for o in tiny_opts(demo_voc, 'unused')
+            if not o.startswith('save_dir=')]
+    first, second = str(tmp_path / 'first'), str(tmp_path / 'second')
+    tool.main(['--methods', 'teacher', '--seeds', '0', '--no_profile',
+               '--out', first, '-o'] + opts)
+    monkeypatch.setitem(bm.PROFILES, 'tiny_from',
+                        dict(bm.PROFILES['demo'], teacher_from=first))
+    tool.main(['--profile', 'tiny_from', '--methods', 'teacher,l2', '--seeds',
+               '0', '--jobs', '2', '--no_profile', '--out', second, '-o'] +
+              opts)
+    with open(os.path.join(first, 'runs', 'teacher_s0', 'summary.json')) as f:
+        trained = json.load(f)
+    with open(os.path.join(second, 'runs', 'teacher_s0', 'summary.json')) \
+            as f:
+        evaluated = json.load(f)
+    # the same weights on the same data and machine: the same mAP, measured
+    # again (eval.json is tools/eval.py's own output)
+    with open(os.path.join(second, 'runs', 'teacher_s0', 'eval.json')) as f:
+        assert json.load(f)['mAP'] == evaluated['mAP'] == trained['mAP']
+    assert evaluated['trained_in'] == first
+    assert evaluated['steps'] == trained['steps'] == 8
+    assert not os.path.exists(os.path.join(second, 'runs', 'teacher_s0',
+                                           'yolov3_r34_demo'))
+    with open(os.path.join(second, 'runs', 'l2_s0', 'train.log')) as f:
+        assert os.path.join(first, 'runs', 'teacher_s0', 'yolov3_r34_demo',
+                            'model_final') in f.read()
+
+
+def test_the_main_job_is_the_converged_seed_0_rows_with_its_teacher():
+    """run_demo.sh's `quick` profile is the converged profile's data,
+    configs and schedule, distilling from the teacher that profile trained,
+    whose weights are in the repository."""
+    from conftest import ROOT
+    from detdistill.benchmark import PROFILES, command
+    quick, conv = PROFILES['quick'], PROFILES['converged']
+    for key in ('student', 'teacher', 'opts', 'data', 'make_data'):
+        assert quick[key] == conv[key], key
+    assert quick['pinned'] == 'converged'
+    cmd = command('l2', 0, 'output/quick', profile='quick')
+    weights = cmd[cmd.index('--teacher_pretrained') + 1]
+    assert weights == os.path.join('benchmark/converged', 'runs',
+                                   'teacher_s0', 'yolov3_r34_converged',
+                                   'model_final')
+    assert os.path.isfile(os.path.join(ROOT, weights + '.pdparams'))
+    with open(os.path.join(ROOT, 'tools', 'run_demo.sh')) as f:
+        assert '--profile quick --seeds 0' in f.read()
+
+
 def test_gfl_demo_profile_runs_the_gfl_configs_with_ld():
     """The gfl_demo rows are data: the GFL demo configs in the student and
     teacher roles, LD overrides that the student config accepts."""
