@@ -220,6 +220,22 @@ PROFILES = {
         cost={'teacher': 2.5, 'train': 1.0, 'distill': 1.35}, targets={},
         one_teacher=True,  # trained once: it is the critical path
         step_method='ld_vlr'),
+    # Issue 12 in the converged regime: the GFL models on the converged data
+    # and schedules (configs/converged/gfl_*). Not run yet: the costs are
+    # the gfl_demo ratios, the teacher's scaled to its 6000 steps.
+    'gfl_converged': dict(
+        student='configs/converged/gfl_r18_converged.yml',
+        teacher='configs/converged/gfl_r34_converged.yml', opts=[],
+        data='dataset/converged_voc', pinned='converged',
+        make_data=['--profile', 'converged', '--num_images', '4000'],
+        about='GFL on the converged data: teacher GFL-ResNet34 x0.25 6000 '
+        'steps, students GFL-ResNet18 x0.25 3200 steps (the converged '
+        'YOLOv3 schedules), batch 8, 128 px.',
+        methods=['teacher', 'baseline', 'ld', 'ld_vlr'],
+        out='benchmark/gfl_converged', budget_min=120,
+        cost={'teacher': 4.7, 'train': 1.0, 'distill': 1.35},
+        one_teacher=True, step_method='ld_vlr',
+        targets=dict(teacher_min=40., teacher_margin=10., plateau_gain=1.)),
 }
 DEFAULT_METHODS = PROFILES['demo']['methods']
 

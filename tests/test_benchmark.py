@@ -279,6 +279,9 @@ def test_gfl_demo_profile_runs_the_gfl_configs_with_ld():
         'tools/train.py', '-c', 'configs/demo/gfl_r34_demo.yml']
     assert command('baseline', 0, 'out', profile='gfl_demo')[1:4] == [
         'tools/train.py', '-c', 'configs/demo/gfl_r18_demo.yml']
+    assert command('ld', 0, 'out', profile='gfl_converged')[2:6] == [
+        '-c', 'configs/converged/gfl_r18_converged.yml', '-t',
+        'configs/converged/gfl_r34_converged.yml']
     for method in ('ld', 'ld_vlr'):
         cmd = command(method, 0, 'out', profile='gfl_demo')
         cfg = load_config(os.path.join(ROOT, cmd[3]),

@@ -247,6 +247,38 @@ def _gfl_distiller(demo_voc, tmp_path, teacher_path, *opts):
     return cfg, build_distiller(cfg, build_model(cfg), teacher)
 
 
+def test_converged_gfl_configs_distill_at_128px(demo_voc, tmp_path,
+                                               gfl_teacher):
+    """configs/converged/gfl_*: the converged profile's 128 px input with
+    GFL's targets (not converged.yml's YOLOv3 ones), the same head outputs
+    as the demo GFL models (a demo teacher's weights load), and a finite LD
+    step."""
+    student = os.path.join(ROOT, 'configs/converged/gfl_r18_converged.yml')
+    teacher_cfg = load_config(os.path.join(
+        ROOT, 'configs/converged/gfl_r34_converged.yml'))
+    assert teacher_cfg['epoch'] == 15 and \
+        teacher_cfg['TrainDataset']['dataset_dir'] == 'dataset/converged_voc'
+    cfg = load_config(student, tiny_opts(demo_voc, str(tmp_path)) +
+                      ['distill_loss=ld'])
+    assert cfg['epoch'] == 1 and load_config(student)['epoch'] == 8
+    teacher = build_model(teacher_cfg)
+    missing, unexpected = teacher.set_state_dict(paddle.load(gfl_teacher))
+    assert not missing and not unexpected
+    d = build_distiller(cfg, build_model(cfg), teacher)
+    batch = next(iter(Trainer(cfg, model=d).loader))
+    assert list(batch['image'].shape) == [4, 3, 128, 128]
+    # GFL's targets, not the YOLOv3 ones (target0..2) of converged.yml
+    assert 'vlr_regions' in batch and not any(k.startswith('target')
+                                              for k in batch)
+    d.train()
+    out = d(batch)
+    # the seed's defaults: main and VLR LD; KD weights 0, so not computed
+    for k in ('distill_ld', 'distill_vlr_ld', 'loss_qfl', 'loss_dfl',
+              'loss_bbox'):
+        assert np.isfinite(float(out[k])) and float(out[k]) > 0, k
+    assert 'distill_kd' not in out
+
+
 @pytest.fixture(scope='module')
 def gfl_teacher(tmp_path_factory):
     """A demo GFL teacher checkpoint, freshly initialised (seed 7)."""

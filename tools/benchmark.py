@@ -4,10 +4,10 @@ plots. A profile names the configs, data and default runs
 (detdistill/benchmark.py PROFILES): demo (every loss, far from convergence;
 the default), quick (the main job, tools/run_demo.sh), converged (students
 trained to their plateau, the loss-weight sweep), converged_b (a second
-dataset) and gfl_demo (GFL heads, localization distillation). A missing
-profile dataset is generated.
+dataset), gfl_demo and gfl_converged (GFL heads, localization
+distillation). A missing profile dataset is generated.
 
-python tools/benchmark.py [--profile demo|quick|converged|converged_b|gfl_demo]
+python tools/benchmark.py [--profile PROFILE]
                           [--methods teacher,baseline,l2,...] [--seeds 0,1]
                           [--out DIR] [--jobs N] [--report_only] [-o k=v ...]
 """
