@@ -3,6 +3,7 @@ divergence reports, the log's teacher_loss column, conflicting flags, EMA,
 AMP state and keys nothing implements."""
 import json
 import os
+import re
 import shutil
 
 import numpy as np
@@ -73,17 +74,27 @@ def test_divergence_names_step_and_weight_and_saves_nothing_after(
     trainer.callbacks = default_callbacks(cfg)
     with pytest.raises(NonFiniteLossError) as e:
         trainer.train()
-    # the update of step 17 made the weights non-finite; the forward of
-    # step 18 found them (measured: with this seed and data, every time)
+    # Which update first overflows depends on the CPU's float kernels (step
+    # 18 on one machine, 12 on another, each every time): read the step
+    # from the message and check everything against it.
     msg = str(e.value)
-    assert 'not finite at step 18 (epoch 2; first: ' in msg, msg
+    found = re.search(r'not finite at step (\d+) \(epoch (\d+); first: ',
+                      msg)
+    assert found, msg
+    step, epoch = int(found.group(1)), int(found.group(2))
+    assert step > 1 and epoch == (step - 1) // 8  # 32 images / batch 4
     assert e.value.__cause__ is not None  # the kernel's error is chained
-    assert 'received x_data[i]:-nan' in str(e.value.__cause__)
+    assert 'received x_data[i]:' in str(e.value.__cause__)
     run = os.path.join(save, RUN)
+    # every epoch finished before that step is saved, nothing after it
     assert sorted(f for f in os.listdir(run) if f.endswith('.pdopt')) == \
-        ['0.pdopt', '1.pdopt']
-    assert load_checkpoint(os.path.join(run, '1'))[1]['state']['step'] == 16
-    assert max(r['step'] for r in _history(save)) == 16
+        ['{}.pdopt'.format(i) for i in range(epoch)]
+    if epoch:
+        assert load_checkpoint(os.path.join(run, str(epoch - 1)))[1][
+            'state']['step'] == 8 * epoch
+        assert 'the last checkpoint in {} is intact'.format(run) in msg
+    # logged every 2 steps, up to the last step whose update was finite
+    assert max(r['step'] for r in _history(save)) == (step - 1) // 2 * 2
 
 
 def test_non_finite_distill_loss_is_named(demo_voc, tmp_path,
