@@ -108,6 +108,19 @@ def parse_overrides(items):
     return out
 
 
+# Keys PaddleDetection keeps once for the whole run (its global config, read
+# by every `__shared__` component): an `-o` of one reaches the teacher's
+# config too, as in PaddleDetection's distillation; other overrides are the
+# student's.
+SHARED_KEYS = ('num_classes',)
+
+
+def shared_overrides(items):
+    """The `-o` items (['k=v', ...]) of SHARED_KEYS."""
+    return [i for i in items or [] if i.split('=', 1)[0].strip() in
+            SHARED_KEYS]
+
+
 def _check_keys(cfg, overrides, path):
     """Reject override keys that nothing reads: a typo must not train for a day."""
     registered = workspace.get_registered_modules()

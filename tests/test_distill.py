@@ -166,3 +166,34 @@ def test_wrong_teacher_weights_are_refused(demo_voc, tmp_path):
                       student_ckpt, '-o'] + tiny_opts(demo_voc,
                                                       str(tmp_path)))
     assert e.value.code == 1
+
+
+def test_num_classes_override_reaches_the_teacher(demo_voc, tmp_path):
+    """`-o num_classes=N` builds the teacher for N classes too (one global
+    key in PaddleDetection): a teacher trained with that override loads and
+    distils; other overrides stay the student's."""
+    import distill
+    from detdistill.config import shared_overrides
+    assert shared_overrides(['num_classes=8', 'epoch=3', 'YOLOv3Head.x=1',
+                             ' num_classes =8']) == ['num_classes=8',
+                                                     ' num_classes =8']
+    teacher_ckpt = str(tmp_path / 'teacher8.pdparams')
+    paddle.save(build_model(load_config(TEACHER, ['num_classes=8']))
+                .state_dict(), teacher_ckpt)
+    trainer = distill.main(['-c', STUDENT, '-t', TEACHER,
+                            '--teacher_pretrained', teacher_ckpt, '-o'] +
+                           tiny_opts(demo_voc, str(tmp_path / 'run'),
+                                     num_classes=8))
+    saved = paddle.load(teacher_ckpt)
+    for model in (trainer.model.teacher, trainer.model.student):
+        # 3 anchors x (5 + 8 classes) output channels per level
+        assert model.state_dict()['yolo_head.yolo_output.0.weight'] \
+            .shape[0] == 39
+    for k, v in trainer.model.teacher.state_dict().items():
+        assert np.array_equal(v.numpy(), saved[k].numpy()), k
+    assert trainer.state['step'] == 8
+    # without the override the same file does not fit the 6-class teacher
+    with pytest.raises(SystemExit):
+        distill.main(['-c', STUDENT, '-t', TEACHER, '--teacher_pretrained',
+                      teacher_ckpt, '-o'] + tiny_opts(
+                          demo_voc, str(tmp_path / 'run6')))

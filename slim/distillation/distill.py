@@ -6,7 +6,9 @@ python slim/distillation/distill.py -c STUDENT.yml -t TEACHER.yml \
     [--unlabeled_list FILE] [--unlabeled_dir DIR]
 
 Everything but the teacher behaves as tools/train.py does on the student
-config: same -o overrides, outputs, checkpoints and evaluation.
+config: same -o overrides, outputs, checkpoints and evaluation. Of the -o
+overrides, num_classes applies to the teacher too (one global key in
+PaddleDetection); the others are the student's.
 """
 import os
 import sys
@@ -15,7 +17,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                 '..', '..'))
 
 from detdistill.cli import TrainArgsParser, main_guard, run_training  # noqa: E402
-from detdistill.config import build_model, load_config  # noqa: E402
+from detdistill.config import (build_model, load_config,  # noqa: E402
+                               shared_overrides)
 from detdistill.distill.distiller import build_distiller  # noqa: E402
 from detdistill.engine import Trainer  # noqa: E402
 from detdistill.engine.trainer import seed_everything, set_device  # noqa: E402
@@ -47,7 +50,7 @@ def main(argv=None):
     for key in ('temperature', 'unlabeled_list', 'unlabeled_dir'):
         if getattr(args, key) is not None:
             cfg[key] = getattr(args, key)
-    tcfg = load_config(args.teacher_config)
+    tcfg = load_config(args.teacher_config, shared_overrides(args.opt))
     set_device(cfg)
     # Seed, then build the student first: same initialisation as
     # tools/train.py gives the baseline with the same seed.
