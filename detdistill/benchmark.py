@@ -339,6 +339,16 @@ def finished_summaries(methods, seeds, out, one_seed=()):
     return done, missing
 
 
+def with_finished(summaries, methods, seeds, out):
+    """`summaries` plus the finished runs of `methods` not among them yet
+    (a profile's on-request rows: reported when finished). A distill row's
+    plan includes its teacher, which must not count twice."""
+    seen = {(s['method'], s['seed']) for s in summaries}
+    return list(summaries) + [
+        s for s in finished_summaries(methods, seeds, out)[0]
+        if (s['method'], s['seed']) not in seen]
+
+
 def _finished(out, run):
     path = os.path.join(run_dir(out, *run), 'summary.json')
     if not os.path.isfile(path):

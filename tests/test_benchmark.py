@@ -335,6 +335,11 @@ def test_report_only_and_other_seeds_read_finished_runs(tmp_path):
     extra = other_seeds(['teacher', 'l2', 'l2_w10'], [0, 1, 2], out,
                         ['teacher', 'l2_w10'])
     assert [(r['method'], r['seed']) for r in extra] == [('l2_w10', 2)]
+    # an on-request distill row adds itself, not its teacher a second time
+    from detdistill.benchmark import with_finished
+    assert [(r['method'], r['seed']) for r in with_finished(
+        done[:2], ['l2_w10'], [0, 1, 2], out)] == [
+        ('teacher', 0), ('l2', 0), ('l2_w10', 0), ('l2_w10', 2)]
 
 
 def test_half_label_rows_compare_with_the_labeled_half():

@@ -77,8 +77,8 @@ def main(argv=None):
                                one_seed=one_seed)
     summaries += bm.other_seeds(methods, seeds, out, one_seed)
     if not args.methods:
-        summaries += bm.finished_summaries(prof.get('on_request', []), seeds,
-                                           out)[0]
+        summaries = bm.with_finished(summaries, prof.get('on_request', []),
+                                     seeds, out)
     needs_teacher = any(bm.METHODS[m][0] == 'distill' for m in methods)
     profile = None
     if not (args.no_profile or args.report_only) and needs_teacher:
