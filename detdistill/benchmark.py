@@ -94,6 +94,15 @@ METHODS.update({
                                        'teacher_cache=true']),
 })
 
+# The converged data, and the YOLOv3 models and schedules trained on it:
+# shared by the profiles that use them.
+_CONVERGED_DATA = dict(
+    data='dataset/converged_voc', pinned='converged',
+    make_data=['--profile', 'converged', '--num_images', '4000'])
+_CONVERGED_YOLO = dict(
+    _CONVERGED_DATA, opts=[],
+    student='configs/converged/yolov3_mobilenet_v1_converged.yml',
+    teacher='configs/converged/yolov3_r34_converged.yml')
 _CONVERGED_B = ['{}.dataset_dir=dataset/converged_b_voc'.format(d) for d in
                 ('TrainDataset', 'EvalDataset')] + [
     'TestDataset.anno_path=dataset/converged_b_voc/label_list.txt',
@@ -135,10 +144,7 @@ PROFILES = {
     # under 3, so its verdict does not hinge on the last steps' floats as
     # the demo profile's does.
     'quick': dict(
-        student='configs/converged/yolov3_mobilenet_v1_converged.yml',
-        teacher='configs/converged/yolov3_r34_converged.yml', opts=[],
-        data='dataset/converged_voc', pinned='converged',
-        make_data=['--profile', 'converged', '--num_images', '4000'],
+        _CONVERGED_YOLO,
         about='Main job: the converged profile\'s data and student schedule '
         '(3200 steps, students at their plateau); the teacher is the one '
         'that profile trained (benchmark/converged/runs/teacher_s0), '
@@ -152,10 +158,7 @@ PROFILES = {
             'benchmark/converged/results.json (seeds 0, 1, 2)'))),
     # Issue 15: students trained to their plateau on data they can learn.
     'converged': dict(
-        student='configs/converged/yolov3_mobilenet_v1_converged.yml',
-        teacher='configs/converged/yolov3_r34_converged.yml', opts=[],
-        data='dataset/converged_voc',
-        make_data=['--profile', 'converged', '--num_images', '4000'],
+        _CONVERGED_YOLO,
         about='Converged profile: the `converged` data (3200 training / 800 '
         'test images, 128 px, 6 classes, larger objects, less clutter); '
         'teacher YOLOv3-ResNet34 x0.25 6000 steps (Adam 0.001), trained '
@@ -190,9 +193,8 @@ PROFILES = {
                            ('l2_bf16', 'l2')])),
     # The second dataset, drawn differently, with the chosen defaults.
     'converged_b': dict(
-        student='configs/converged/yolov3_mobilenet_v1_converged.yml',
-        teacher='configs/converged/yolov3_r34_converged.yml',
-        opts=_CONVERGED_B, data='dataset/converged_b_voc',
+        _CONVERGED_YOLO, opts=_CONVERGED_B, data='dataset/converged_b_voc',
+        pinned='converged_b',
         about='Second dataset: the `converged_b` data (4 classes, 20-72 px '
         'objects, other seed and scenes), the converged profile\'s models '
         'and schedules.',
@@ -224,10 +226,9 @@ PROFILES = {
     # and schedules (configs/converged/gfl_*). Not run yet: the costs are
     # the gfl_demo ratios, the teacher's scaled to its 6000 steps.
     'gfl_converged': dict(
+        _CONVERGED_DATA, opts=[],
         student='configs/converged/gfl_r18_converged.yml',
-        teacher='configs/converged/gfl_r34_converged.yml', opts=[],
-        data='dataset/converged_voc', pinned='converged',
-        make_data=['--profile', 'converged', '--num_images', '4000'],
+        teacher='configs/converged/gfl_r34_converged.yml',
         about='GFL on the converged data: teacher GFL-ResNet34 x0.25 6000 '
         'steps, students GFL-ResNet18 x0.25 3200 steps (the converged '
         'YOLOv3 schedules), batch 8, 128 px.',
