@@ -418,8 +418,7 @@ def run_one(method, seed, out, opts=(), reuse=True, profile='demo'):
                      'total_steps')}
                    for r in train],
     }
-    with open(summary_path, 'w') as f:
-        json.dump(summary, f)
+    _write_summary(summary_path, summary)
     return summary
 
 
@@ -428,31 +427,41 @@ def _evaluate_teacher(d, seed, out, opts, profile):
     training record as committed, its mAP measured here with tools/eval.py
     (which also proves the weights load into this config)."""
     src = PROFILES[profile]['teacher_from']
-    with open(os.path.join(run_dir(src, 'teacher', seed),
-                           'summary.json')) as f:
+    record = os.path.join(run_dir(src, 'teacher', seed), 'summary.json')
+    if not os.path.isfile(record):
+        raise RuntimeError('the {} profile distils from the teacher trained '
+                           'in {}, whose record {} is missing'.format(
+                               profile, src, record))
+    with open(record) as f:
         summary = json.load(f)
+    weights = teacher_weights(out, seed, profile)
     res_file = os.path.join(d, 'eval.json')
     cmd = [sys.executable, 'tools/eval.py', '-c', config_of('teacher',
                                                             profile),
-           '--json', res_file, '-o', 'weights=' + teacher_weights(
-               out, seed, profile)] + profile_opts(profile, opts)
+           '--json', res_file, '-o', 'weights=' + weights] + \
+        profile_opts(profile, opts)
     tic = time.time()
     with open(os.path.join(d, 'eval.log'), 'w') as log:
         proc = subprocess.run(cmd, cwd=ROOT, stdout=log,
                               stderr=subprocess.STDOUT)
     if proc.returncode != 0:
         raise RuntimeError('evaluating the teacher {} failed (exit {}); see '
-                           '{}'.format(teacher_weights(out, seed, profile),
-                                       proc.returncode,
+                           '{}'.format(weights, proc.returncode,
                                        os.path.join(d, 'eval.log')))
     with open(res_file) as f:
         res = json.load(f)
     summary.update(mAP=res['mAP'], eval_images_per_sec=res['images_per_sec'],
                    wall_s=time.time() - tic, trained_in=src,
                    mAP_where_trained=summary['mAP'])
-    with open(os.path.join(d, 'summary.json'), 'w') as f:
-        json.dump(summary, f)
+    _write_summary(os.path.join(d, 'summary.json'), summary)
     return summary
+
+
+def _write_summary(path, summary):
+    """Atomically: a summary marks a finished run that later invocations
+    reuse, so a half-written one must never exist."""
+    from .data.voc import atomic_write
+    atomic_write(path, json.dumps(summary))
 
 
 def plan(methods, seeds, one_seed=(), profile='demo'):
