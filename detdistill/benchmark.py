@@ -166,9 +166,11 @@ PROFILES = {
         '0.01, x0.1 at steps 2000 and 2400, so the last quarter runs at the '
         'final rate), batch 8, teacher cache on.',
         methods=['teacher', 'baseline', 'l2', 'fine_grained'],
-        # The loss-weight sweep and the soft-objectness variant, first seed
-        # only (the budget): a weight that looks better is rerun with every
-        # seed before it becomes a default.
+        # The loss-weight sweep and the soft-objectness variant: trained
+        # when named (`--methods sweep`), at the first seed only, reported
+        # when finished. A weight that looks better is rerun with every seed
+        # before it becomes a default. A bare run (10 runs) fits the ~2 h
+        # budget with --jobs 2; with the sweep it would not (README).
         sweep=['fine_grained_soft', 'l2_w10', 'l2_w1000', 'fine_grained_w10',
                'fine_grained_w100'],
         out='benchmark/converged', budget_min=120,
@@ -201,7 +203,7 @@ PROFILES = {
         make_data=['--profile', 'converged_b', '--num_images', '4000',
                    '--seed', '1'],
         # The chosen default (L2 at 100) and the weight the first dataset's
-        # sweep preferred (10, one seed here); fine-grained, which gained
+        # sweep preferred (10: `--methods sweep`); fine-grained, which gained
         # less than the seed spread there, on request.
         methods=['teacher', 'baseline', 'l2'], sweep=['l2_w10'],
         on_request=['fine_grained'],

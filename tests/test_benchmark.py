@@ -385,3 +385,41 @@ def test_same_within_spread_for_the_fast_teacher_rows():
     # One seed: not judged (its spread is unknown), whatever the difference.
     assert res['l2_bf16 equals l2 within the seed spread'] == (
         None, 'l2_bf16 - l2 = -0.25, seed spread unknown with one seed')
+
+
+def test_a_bare_run_leaves_the_sweep_to_methods_sweep(demo_voc, tmp_path,
+                                                      monkeypatch):
+    """A bare `--profile P` plans the profile's methods only (the ~2 h
+    budget); `--methods sweep` plans the sweep rows at the first seed, with
+    their teacher; a finished sweep run is reported by either."""
+    import json
+    import shutil
+    import benchmark as tool
+    from conftest import ROOT, tiny_opts
+    from detdistill import benchmark as bm
+    from detdistill.benchmark import run_dir
+    monkeypatch.setitem(bm.PROFILES, 'tiny_sweep', dict(
+        bm.PROFILES['demo'], methods=['teacher', 'baseline', 'l2'],
+        sweep=['l2_w10', 'l2_w1000'], one_teacher=True))
+    out = str(tmp_path / 'out')
+    os.makedirs(run_dir(out, 'l2_w10', 0))
+    # a finished run as the benchmark writes it (curves and losses too)
+    shutil.copy(os.path.join(ROOT, 'benchmark', 'converged', 'runs',
+                             'l2_w10_s0', 'summary.json'),
+                run_dir(out, 'l2_w10', 0))
+    opts = tiny_opts(demo_voc, str(tmp_path / 'unused'))
+
+    def planned(*methods):
+        tool.main(['--profile', 'tiny_sweep', '--seeds', '0,1',
+                   '--report_only', '--out', out] + list(methods) +
+                  ['-o'] + opts)
+        with open(os.path.join(out, 'results.json')) as f:
+            res = json.load(f)
+        return (res['not_finished'],
+                sorted((r['method'], r['seed']) for r in res['runs']))
+
+    assert planned() == (
+        [['teacher', 0], ['l2', 0], ['l2', 1], ['baseline', 0],
+         ['baseline', 1]], [('l2_w10', 0)])
+    assert planned('--methods', 'sweep') == (
+        [['teacher', 0], ['l2_w1000', 0]], [('l2_w10', 0)])

@@ -3,12 +3,13 @@ students, several seeds each; writes OUT/results.json, OUT/REPORT.md and PNG
 plots. A profile names the configs, data and default runs
 (detdistill/benchmark.py PROFILES): demo (every loss, far from convergence;
 the default), quick (the main job, tools/run_demo.sh), converged (students
-trained to their plateau, the loss-weight sweep), converged_b (a second
-dataset), gfl_demo and gfl_converged (GFL heads, localization
-distillation). A missing profile dataset is generated.
+trained to their plateau; `--methods sweep`: its loss-weight sweep),
+converged_b (a second dataset), gfl_demo and gfl_converged (GFL heads,
+localization distillation). A missing profile dataset is generated.
 
 python tools/benchmark.py [--profile PROFILE]
-                          [--methods teacher,baseline,l2,...] [--seeds 0,1]
+                          [--methods teacher,baseline,l2,...|sweep]
+                          [--seeds 0,1]
                           [--out DIR] [--jobs N] [--report_only] [-o k=v ...]
 """
 import argparse
@@ -29,8 +30,8 @@ def parse_args(argv=None):
                                 formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument('--profile', default='demo', choices=sorted(bm.PROFILES))
     p.add_argument('--methods', default=None,
-                   help="default: the profile's (its sweep rows with the "
-                   "first seed only); all: {}".format(
+                   help="default: the profile's; `sweep`: its loss-weight "
+                   "sweep rows (first seed only); all: {}".format(
                        ', '.join(bm.METHODS)))
     p.add_argument('--seeds', default='0,1')
     p.add_argument('--out', default=None, help="default: the profile's "
@@ -55,8 +56,8 @@ def main(argv=None):
     log = get_logger()
     prof = bm.PROFILES[args.profile]
     sweep = prof.get('sweep', [])
-    methods = args.methods.split(',') if args.methods else \
-        prof['methods'] + sweep
+    names = args.methods.split(',') if args.methods else prof['methods']
+    methods = [m for n in names for m in (sweep if n == 'sweep' else [n])]
     out = args.out or prof['out']
     unknown = [m for m in methods if m not in bm.METHODS]
     if unknown:
@@ -77,8 +78,8 @@ def main(argv=None):
                                one_seed=one_seed)
     summaries += bm.other_seeds(methods, seeds, out, one_seed)
     if not args.methods:
-        summaries = bm.with_finished(summaries, prof.get('on_request', []),
-                                     seeds, out)
+        for rows in (sweep, prof.get('on_request', [])):
+            summaries = bm.with_finished(summaries, rows, seeds, out)
     needs_teacher = any(bm.METHODS[m][0] == 'distill' for m in methods)
     profile = None
     if not (args.no_profile or args.report_only) and needs_teacher:
