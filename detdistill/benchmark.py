@@ -10,14 +10,17 @@ process, interleaved, so they are comparable.
 import concurrent.futures
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
 
 from .engine.callbacks import read_history
+from .engine.checkpoint import latest_checkpoint
 from .logger import get_logger
 
 logger = get_logger()
@@ -258,6 +261,65 @@ def profile_opts(profile, opts=()):
     return list(PROFILES[profile]['opts']) + list(opts)
 
 
+# A run whose log has not grown for this long is stuck (training logs every
+# few seconds; a teacher's evaluation of 800 images takes a minute).
+STALL_S = 1800
+# Set when the benchmark itself is stopped (Ctrl-C, SIGTERM): running
+# children are ended instead of waited for.
+STOP = threading.Event()
+
+
+def run_watched(cmd, log_path, append=False, stall_s=STALL_S):
+    """Run `cmd` (its own process group) with stdout and stderr into
+    `log_path`; return its exit code. Never waits for good: a child whose
+    log stops growing for `stall_s` s gets SIGUSR1 (its threads' stacks go
+    into the log, engine/interrupt.py), then SIGTERM, and RuntimeError is
+    raised; when STOP is set the child gets SIGTERM and the wait ends."""
+    with open(log_path, 'a' if append else 'w') as log:
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log,
+                                stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    size, since = -1, time.time()
+    while True:
+        try:
+            return proc.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            pass
+        now = os.path.getsize(log_path)
+        if now != size:
+            size, since = now, time.time()
+        if STOP.is_set() or time.time() - since > stall_s:
+            stuck = not STOP.is_set()
+            if stuck:
+                _signal_group(proc, signal.SIGUSR1)
+                time.sleep(3)
+            _end(proc)
+            if stuck:
+                raise RuntimeError(
+                    '{} wrote nothing for {} s: stopped as stuck; its '
+                    "threads' stacks are at the end of {}".format(
+                        ' '.join(cmd), stall_s, log_path))
+            return proc.returncode
+
+
+def _signal_group(proc, sig):
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _end(proc, grace=60):
+    """SIGTERM to the child's group (it saves nothing of an unfinished epoch
+    and exits); SIGKILL if it has not ended after `grace` s."""
+    _signal_group(proc, signal.SIGTERM)
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        _signal_group(proc, signal.SIGKILL)
+        proc.wait(timeout=grace)
+
+
 def _cfg_name(path):
     return os.path.splitext(os.path.basename(path))[0]
 
@@ -318,14 +380,9 @@ def command(method, seed, out, opts=(), profile='demo'):
 
 
 def last_checkpoint(run, cfg):
-    """Prefix of the newest complete epoch checkpoint (.pdparams and .pdopt)
-    in a run directory, or None."""
-    ck = os.path.join(run, _cfg_name(cfg))
-    names = os.listdir(ck) if os.path.isdir(ck) else []
-    epochs = [int(n[:-len('.pdparams')]) for n in names
-              if n.endswith('.pdparams') and n[:-len('.pdparams')].isdigit()
-              and n[:-len('.pdparams')] + '.pdopt' in names]
-    return os.path.join(ck, str(max(epochs))) if epochs else None
+    """Prefix of the newest complete epoch checkpoint in a run directory, or
+    None."""
+    return latest_checkpoint(os.path.join(run, _cfg_name(cfg)))
 
 
 def finished_summaries(methods, seeds, out, one_seed=()):
@@ -393,12 +450,10 @@ def run_one(method, seed, out, opts=(), reuse=True, profile='demo'):
         logger.info('[benchmark] {} seed {} resumes from {}'.format(
             method, seed, resume))
     tic = time.time()
-    with open(os.path.join(d, 'train.log'), 'a' if resume else 'w') as log:
-        proc = subprocess.run(cmd, cwd=ROOT, stdout=log,
-                              stderr=subprocess.STDOUT)
-    if proc.returncode != 0:
+    code = run_watched(cmd, os.path.join(d, 'train.log'), append=bool(resume))
+    if code != 0:
         raise RuntimeError('{} seed {} failed (exit {}); see {}'.format(
-            method, seed, proc.returncode, os.path.join(d, 'train.log')))
+            method, seed, code, os.path.join(d, 'train.log')))
     cfg = config_of(method, profile)
     hist = read_history(os.path.join(d, _cfg_name(cfg), 'history.jsonl'))
     train = [r for r in hist if r['kind'] == 'train']
@@ -443,12 +498,10 @@ def _evaluate_teacher(d, seed, out, opts, profile):
            '--json', res_file, '-o', 'weights=' + weights] + \
         profile_opts(profile, opts)
     tic = time.time()
-    with open(os.path.join(d, 'eval.log'), 'w') as log:
-        proc = subprocess.run(cmd, cwd=ROOT, stdout=log,
-                              stderr=subprocess.STDOUT)
-    if proc.returncode != 0:
+    code = run_watched(cmd, os.path.join(d, 'eval.log'))
+    if code != 0:
         raise RuntimeError('evaluating the teacher {} failed (exit {}); see '
-                           '{}'.format(weights, proc.returncode,
+                           '{}'.format(weights, code,
                                        os.path.join(d, 'eval.log')))
     with open(res_file) as f:
         res = json.load(f)
@@ -557,7 +610,8 @@ def run_all(methods, seeds, out, opts=(), jobs=1, reuse=True, heartbeat=60,
                             for r, (st, tot) in progress.items()) or '-',
                         now - tic, eta))
 
-    with concurrent.futures.ThreadPoolExecutor(jobs) as pool:
+    pool = concurrent.futures.ThreadPoolExecutor(jobs)
+    try:
         while pending or running:
             for r in list(pending):
                 if len(running) >= jobs:
@@ -580,6 +634,11 @@ def run_all(methods, seeds, out, opts=(), jobs=1, reuse=True, heartbeat=60,
                 r = running.pop(f)
                 done[r] = f.result()
                 report(r)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: end the children, not wait
+        STOP.set()
+        raise
+    finally:
+        pool.shutdown(wait=True)  # bounded: run_watched ends on STOP
     return [done[r] for r in runs]
 
 
@@ -975,5 +1034,7 @@ def ensure_data(profile='demo', opts=()):
         return
     logger.info('[benchmark] writing the {} dataset to {}'.format(profile,
                                                                   root))
+    # bounded: writing 4000 images takes about a minute
     subprocess.run([sys.executable, 'tools/make_demo_voc.py', '--out', path] +
-                   PROFILES[profile]['make_data'], cwd=ROOT, check=True)
+                   PROFILES[profile]['make_data'], cwd=ROOT, check=True,
+                   timeout=1800)

@@ -2,8 +2,10 @@
 PaddleDetection's flags (-c, -o key=value, ...) and one-line errors."""
 import argparse
 import functools
+import signal
 import sys
 
+from .engine import interrupt
 from .logger import get_logger
 
 __all__ = ['ArgsParser', 'TrainArgsParser', 'load_detector', 'run_training',
@@ -55,6 +57,7 @@ def run_training(trainer, args):
     """Callbacks, then resume (-r) or start from pretrained weights, then
     train: the part tools/train.py and distill.py share."""
     from .engine import default_callbacks
+    from .engine.checkpoint import latest_checkpoint
     from .weights import load_pretrain
     trainer.callbacks = default_callbacks(trainer.cfg, args.use_vdl,
                                           args.vdl_log_dir)
@@ -63,7 +66,17 @@ def run_training(trainer, args):
     else:
         load_pretrain(trainer.detector, args.pretrained or
                       trainer.cfg.get('pretrain_weights'))
-    return trainer.train(validate=args.eval)
+    try:
+        return trainer.train(validate=args.eval)
+    except KeyboardInterrupt:
+        last = latest_checkpoint(trainer.output_dir)
+        get_logger().error(
+            'Training stopped at step {} (epoch {}); nothing of the '
+            'unfinished epoch was saved. {}'.format(
+                trainer.state['step'], trainer.state['epoch'],
+                'Resume with -r {}'.format(last) if last else
+                'No epoch had finished: nothing to resume from.'))
+        raise
 
 
 # Errors a user can fix from the message alone: print it, exit 1, no traceback.
@@ -89,11 +102,19 @@ def _user_errors():
 
 
 def main_guard(fn):
+    """A tool's main: user errors as one line and exit 1; Ctrl-C and SIGTERM
+    unwind the run (engine/interrupt.py) and exit 128 + the signal."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
-            return fn(*args, **kwargs)
+            with interrupt.installed():
+                return fn(*args, **kwargs)
         except _user_errors() as e:
             get_logger().error('{}: {}'.format(type(e).__name__, e))
             sys.exit(1)
+        except KeyboardInterrupt as e:
+            e = e if isinstance(e, interrupt.Interrupted) else \
+                interrupt.Interrupted(signal.SIGINT)
+            get_logger().error('Stopped by {}.'.format(e.name))
+            sys.exit(e.exit_code)
     return wrapper

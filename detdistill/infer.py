@@ -7,6 +7,7 @@ from PIL import Image, ImageDraw
 from ppdet.core.workspace import create
 
 from .config import activate
+from .data.loader import build_loader
 
 __all__ = ['list_images', 'predict', 'draw_detections']
 
@@ -37,7 +38,7 @@ def predict(cfg, detector, images):
     with activate(cfg):
         dataset = create('TestDataset')()
         dataset.set_images(images)
-        loader = create('TestReader')(dataset, 0)
+        loader = build_loader(create('TestReader'), dataset, 0)
     detector.eval()
     with paddle.no_grad():
         for data in loader:

@@ -173,7 +173,12 @@ def concurrent(n, repeats=10, opts=()):
              for _ in range(n)]
     out = []
     for p in procs:
-        stdout, _ = p.communicate()
+        try:  # bounded: each process times `repeats` steps of a few seconds
+            stdout, _ = p.communicate(timeout=900)
+        except subprocess.TimeoutExpired:
+            for q in procs:
+                q.kill()
+            raise RuntimeError('a profiling subprocess took over 900 s')
         if p.returncode != 0:
             raise RuntimeError('profiling subprocess failed (exit {})'.format(
                 p.returncode))

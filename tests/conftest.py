@@ -3,7 +3,10 @@ train in seconds on a CPU."""
 import functools
 import logging
 import os
+import signal
+import subprocess
 import sys
+import time
 
 import pytest
 
@@ -144,3 +147,30 @@ def assert_resume_is_exact(student, teacher, teacher_weights, data, tmp_path,
     for k in wa:
         np.testing.assert_array_equal(wa[k].numpy(), wb[k].numpy(),
                                       err_msg=k)
+
+
+def start_tool(args, **kwargs):
+    """`python ARGS...` from the repository root, output captured."""
+    return subprocess.Popen([sys.executable] + list(args), cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, **kwargs)
+
+
+def finish_tool(proc, timeout):
+    """Wait for `proc` at most `timeout` s. One that outlives it is a hang:
+    SIGUSR1 makes it print every thread's stack (engine/interrupt.py), then
+    it is killed and the test fails with that stack."""
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGUSR1)
+        time.sleep(3)
+        proc.kill()
+        out, err = proc.communicate(timeout=60)
+        pytest.fail('{} did not end within {} s; its threads:\n{}\n{}'.format(
+            ' '.join(proc.args), timeout, err[-8000:], out[-2000:]))
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def run_tool(args, timeout, **kwargs):
+    return finish_tool(start_tool(args, **kwargs), timeout)

@@ -1,7 +1,16 @@
 """The benchmark: its arithmetic (spreads, gap recovered, step ratios,
 targets), its run plan, and one real parallel invocation on tiny data."""
 import os
+import signal
+import sys
+import textwrap
+import threading
+import time
 
+import pytest
+
+from conftest import ROOT
+from detdistill import benchmark as bm
 from detdistill.benchmark import aggregate, check_targets, write_report
 
 
@@ -423,3 +432,51 @@ def test_a_bare_run_leaves_the_sweep_to_methods_sweep(demo_voc, tmp_path,
          ['baseline', 1]], [('l2_w10', 0)])
     assert planned('--methods', 'sweep') == (
         [['teacher', 0], ['l2_w1000', 0]], [('l2_w10', 0)])
+
+
+# A tool's main (main_guard: SIGUSR1 dumps stacks, SIGTERM exits 143) that
+# never ends.
+_STUCK_CHILD = textwrap.dedent('''
+    import sys, threading
+    sys.path.insert(0, {root!r})
+    from detdistill.cli import main_guard
+
+    @main_guard
+    def main():
+        print('started', flush=True)
+        threading.Event().wait()
+
+    main()
+''')
+
+
+def test_a_stuck_run_is_stopped_with_its_stacks_in_the_log(tmp_path):
+    """A benchmark child whose log stops growing is a hang: it is ended and
+    its threads' stacks are in its log, instead of the benchmark waiting."""
+    log = str(tmp_path / 'train.log')
+    with pytest.raises(RuntimeError, match='wrote nothing for 3 s'):
+        bm.run_watched([sys.executable, '-c', _STUCK_CHILD.format(
+            root=ROOT)], log, stall_s=3)
+    text = open(log).read()
+    assert text.startswith('started')
+    assert 'Current thread' in text and 'in main' in text, text
+
+
+def test_a_stopped_benchmark_ends_its_children(tmp_path):
+    """Ctrl-C or SIGTERM on the benchmark (STOP) ends a running child with
+    SIGTERM (exit 143 from the tools' handler) instead of waiting for it."""
+    log = str(tmp_path / 'train.log')
+
+    def stop_once_started():  # the child's handlers are set by then
+        deadline = time.time() + 120
+        while time.time() < deadline and not (
+                os.path.exists(log) and 'started' in open(log).read()):
+            time.sleep(0.1)
+        bm.STOP.set()
+    threading.Thread(target=stop_once_started, daemon=True).start()
+    try:
+        code = bm.run_watched([sys.executable, '-c', _STUCK_CHILD.format(
+            root=ROOT)], log, stall_s=600)
+    finally:
+        bm.STOP.clear()
+    assert code == 128 + signal.SIGTERM

@@ -114,7 +114,8 @@ def test_xml_fields_are_named(tmp_path):
 def test_cli_error_is_one_line(voc):
     split_voc(voc)
     r = subprocess.run([sys.executable, 'tools/split_voc.py', '--dataset_dir',
-                        voc], cwd=ROOT, capture_output=True, text=True)
+                        voc], cwd=ROOT, capture_output=True, text=True,
+                       timeout=120)
     assert r.returncode == 1
     assert 'Traceback' not in r.stderr and 'exists' in r.stderr
 

@@ -6,12 +6,13 @@ BatchNorm statistics (computed locally) differ."""
 import os
 import subprocess
 import sys
+import textwrap
 
 import numpy as np
 import paddle
 import pytest
 
-from conftest import ROOT, STUDENT, TEACHER, tiny_opts
+from conftest import ROOT, STUDENT, TEACHER, run_tool, tiny_opts
 from detdistill.config import build_model, load_config
 
 
@@ -23,7 +24,7 @@ def _launch(tmp_path, tool, args):
            os.path.join(ROOT, 'tests', 'dist_worker.py'), tool, str(out)
            ] + args
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
-                          timeout=900)
+                          timeout=300)
     logs = ''.join(open(p).read()[-3000:] for p in sorted(
         (tmp_path / 'log').glob('workerlog.*')))
     assert proc.returncode == 0, proc.stdout[-2000:] + logs
@@ -64,3 +65,53 @@ def test_two_processes_train_in_sync(demo_voc, tmp_path, tool):
     _check_ranks(ranks, logs, save_dir)
     # one VisualDL writer (rank 0), not one per rank in the same directory
     assert len([f for f in os.listdir(vdl) if 'vdlrecords' in f]) == 1
+
+
+_RANK1_FAILS = textwrap.dedent('''
+    import os, sys
+    sys.path[:0] = [{root!r}]
+    import detdistill  # noqa
+    import ppdet.data.transform as T
+    from ppdet.data.transform.operators import BaseOperator, register_op
+
+    @register_op
+    class FailOnRank1(BaseOperator):
+        seen = 0
+
+        def apply(self, sample, context=None):
+            FailOnRank1.seen += 1
+            if os.environ['PADDLE_TRAINER_ID'] == '1' and \\
+                    FailOnRank1.seen == 10:
+                raise ValueError('rank 1 cannot read its tenth image')
+            return sample
+
+    T.FailOnRank1 = FailOnRank1
+    from detdistill.cli import TrainArgsParser, main_guard, run_training
+    from detdistill.config import load_config
+    from detdistill.engine import Trainer
+
+    @main_guard
+    def main():
+        cfg = load_config({cfg!r}, {opts!r})
+        cfg['TrainReader']['sample_transforms'].insert(
+            1, {{'FailOnRank1': {{}}}})
+        run_training(Trainer(cfg), TrainArgsParser().parse_args(['-c', 'x']))
+
+    main()
+''')
+
+
+def test_one_failing_rank_ends_the_whole_job(demo_voc, tmp_path):
+    """Rank 1 raises in its third step; rank 0 would wait for its gradients
+    forever. Paddle's launcher sees the failure and stops rank 0 (SIGTERM,
+    then SIGKILL after 30 s), so the job ends with an error."""
+    script = tmp_path / 'worker.py'
+    script.write_text(_RANK1_FAILS.format(root=ROOT, cfg=STUDENT, opts=tiny_opts(
+        demo_voc, str(tmp_path / 'out'), epoch=5)))
+    r = run_tool(['-m', 'paddle.distributed.launch', '--nproc_per_node', '2',
+                  '--log_dir', str(tmp_path / 'log'), str(script)], 240)
+    assert r.returncode != 0
+    logs = [open(p).read() for p in sorted(
+        (tmp_path / 'log').glob('workerlog.*'))]
+    assert 'ValueError: rank 1 cannot read its tenth image' in logs[1]
+    assert 'step: 3 ' not in logs[0]  # rank 0 never finished a third step

@@ -301,7 +301,8 @@ def test_export_leaves_installed_packages_unchanged(trained, demo_voc,
         [sys.executable, os.path.join(ROOT, 'tools', 'export_model.py'),
          '-c', STUDENT, '--onnx', '--exclude_nms', '--output_dir',
          str(tmp_path), '-o', 'weights=' + trained['student']] +
-        _opts(demo_voc), cwd=ROOT, env=env, capture_output=True, text=True)
+        _opts(demo_voc), cwd=ROOT, env=env, capture_output=True, text=True,
+        timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert os.path.isfile(tmp_path / 'yolov3_mobilenet_v1_demo' /
                           'model.onnx')

@@ -167,8 +167,9 @@ def paddledetection_configs(tmp_path_factory):
     archive = subprocess.run(
         ['git', '-C', MIRROR, 'archive', 'release/2.6', 'configs/yolov3',
          'configs/gfl', 'configs/datasets', 'configs/runtime.yml'],
-        check=True, capture_output=True).stdout
-    subprocess.run(['tar', '-x', '-C', str(out)], input=archive, check=True)
+        check=True, capture_output=True, timeout=120).stdout
+    subprocess.run(['tar', '-x', '-C', str(out)], input=archive, check=True,
+                   timeout=120)
     return os.path.join(str(out), 'configs', 'yolov3')
 
 

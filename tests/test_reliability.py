@@ -3,7 +3,6 @@ divergence reports, the log's teacher_loss column, conflicting flags, EMA,
 AMP state and keys nothing implements."""
 import json
 import os
-import re
 import shutil
 
 import numpy as np
@@ -63,39 +62,6 @@ def test_a_pair_from_two_saves_is_refused(demo_voc, tmp_path):
 
 
 # -- 5. divergence: named step and loss, nothing saved after it --------------
-
-def test_divergence_names_step_and_weight_and_saves_nothing_after(
-        demo_voc, tmp_path):
-    save = str(tmp_path / 'run')
-    cfg = load_config(STUDENT, tiny_opts(demo_voc, save, 4) + [
-        'LearningRate.base_lr=1000000000.0'])
-    trainer = Trainer(cfg)
-    from detdistill.engine import default_callbacks
-    trainer.callbacks = default_callbacks(cfg)
-    with pytest.raises(NonFiniteLossError) as e:
-        trainer.train()
-    # Which update first overflows depends on the CPU's float kernels (step
-    # 18 on one machine, 12 on another, each every time): read the step
-    # from the message and check everything against it.
-    msg = str(e.value)
-    found = re.search(r'not finite at step (\d+) \(epoch (\d+); first: ',
-                      msg)
-    assert found, msg
-    step, epoch = int(found.group(1)), int(found.group(2))
-    assert step > 1 and epoch == (step - 1) // 8  # 32 images / batch 4
-    assert e.value.__cause__ is not None  # the kernel's error is chained
-    assert 'received x_data[i]:' in str(e.value.__cause__)
-    run = os.path.join(save, RUN)
-    # every epoch finished before that step is saved, nothing after it
-    assert sorted(f for f in os.listdir(run) if f.endswith('.pdopt')) == \
-        ['{}.pdopt'.format(i) for i in range(epoch)]
-    if epoch:
-        assert load_checkpoint(os.path.join(run, str(epoch - 1)))[1][
-            'state']['step'] == 8 * epoch
-        assert 'the last checkpoint in {} is intact'.format(run) in msg
-    # logged every 2 steps, up to the last step whose update was finite
-    assert max(r['step'] for r in _history(save)) == (step - 1) // 2 * 2
-
 
 def test_non_finite_distill_loss_is_named(demo_voc, tmp_path,
                                           teacher_weights):

@@ -13,7 +13,7 @@ from conftest import (STUDENT, assert_same_results, evaluate_independently,
                       tiny_opts)
 from detdistill.config import ConfigError, activate, build_model, load_config
 from detdistill.data.voc import VOCDataError
-from detdistill.engine import NonFiniteLossError, Trainer
+from detdistill.engine import Trainer
 from detdistill.engine.evaluator import VOCEvaluator
 
 
@@ -253,9 +253,3 @@ def test_configs_stay_apart():
         assert g['ScaledYOLOv3FPN']['channels'] == 64
 
 
-def test_divergence_stops_with_a_clear_error(demo_voc, tmp_path):
-    cfg = load_config(STUDENT, tiny_opts(demo_voc, str(tmp_path), 3) + [
-        'LearningRate.base_lr=1000000000.0'])
-    trainer = Trainer(cfg)
-    with pytest.raises(NonFiniteLossError, match='step'):
-        trainer.train()

@@ -387,7 +387,7 @@ def test_a_stuck_download_elsewhere_is_an_error_not_a_hang(server, tmp_path):
         waited = time.time() - t0
     finally:
         holder.kill()
-        holder.wait()
+        holder.wait(timeout=30)
     assert 'process 4242 has been downloading it into {}'.format(
         os.path.join(folder, 'w.pdparams')) in str(e.value)
     assert 'for 3 s without progress' in str(e.value)

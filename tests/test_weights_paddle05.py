@@ -60,7 +60,7 @@ def zoo(tmp_path_factory):
         argv += (['+'] if argv else []) + [str(out / name)] + args
     proc = subprocess.run(
         [sys.executable, os.path.join(ROOT, 'tests', 'paddle05_model.py')]
-        + argv, capture_output=True, text=True)
+        + argv, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return {name: out / name for name in MODELS}
 

@@ -21,6 +21,7 @@ import time
 import _path  # noqa: F401
 
 from detdistill import benchmark as bm
+from detdistill.cli import main_guard
 from detdistill.logger import get_logger
 from detdistill.plots import plot_benchmark, plot_loss_ratio
 
@@ -51,6 +52,7 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+@main_guard
 def main(argv=None):
     args = parse_args(argv)
     log = get_logger()

@@ -18,9 +18,15 @@ import numpy as np
 import paddle
 from paddle.io import DistributedBatchSampler
 
+from ..logger import get_logger
+
 __all__ = ['build_loader', 'make_loader', 'PrefetchLoader']
 
+logger = get_logger()
+
 _END = object()
+POLL_S = 0.1  # how often a blocked reader or consumer checks the other
+JOIN_TIMEOUT_S = 10.
 
 
 class _Failure:
@@ -48,17 +54,11 @@ class PrefetchLoader:
         try:
             for indices in self.batch_sampler:
                 batch = self.collate_fn([self.dataset[i] for i in indices])
-                while not stop.is_set():
-                    try:
-                        out.put(batch, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not _put(out, batch, stop):
                     return
-            out.put(_END)
+            _put(out, _END, stop)
         except BaseException as e:  # noqa: B902  every failure must surface
-            out.put(_Failure(e))
+            _put(out, _Failure(e), stop)
 
     def __iter__(self):
         out, stop = queue.Queue(self.prefetch), threading.Event()
@@ -67,15 +67,43 @@ class PrefetchLoader:
         reader.start()
         try:
             while True:
-                item = out.get()
+                try:
+                    item = out.get(timeout=POLL_S)
+                except queue.Empty:
+                    # Reading a batch may take long (a slow disk); a reader
+                    # that died without a word may not.
+                    if reader.is_alive():
+                        continue
+                    raise RuntimeError('the data loader thread ended '
+                                       'without a batch, an end or an error')
                 if item is _END:
                     return
                 if isinstance(item, _Failure):
                     raise item.exc  # keeps the reading thread's traceback
                 yield _to_tensors(item)
         finally:
-            stop.set()  # an abandoned epoch must not leave a reader behind
-            reader.join()
+            # The consumer stopped (end, error, Ctrl-C, abandoned epoch): the
+            # reader sees `stop` at its next put. It may be inside a long
+            # transform; it is a daemon, so the process never waits for it.
+            stop.set()
+            reader.join(JOIN_TIMEOUT_S)
+            if reader.is_alive():
+                logger.warning('the data loader thread is still reading a '
+                               'batch after {} s; not waiting for it'.format(
+                                   JOIN_TIMEOUT_S))
+
+
+def _put(out, item, stop):
+    """Put `item` unless the consumer has stopped: False then. Never blocks
+    for good, so a consumer that raises while the queue is full does not
+    leave the reader waiting for room nobody will make."""
+    while not stop.is_set():
+        try:
+            out.put(item, timeout=POLL_S)
+            return True
+        except queue.Full:
+            continue
+    return False
 
 
 def _to_tensors(batch):
@@ -88,19 +116,24 @@ def _to_tensors(batch):
     return batch
 
 
-def build_loader(reader, dataset, worker_num):
-    """ppdet's BaseDataLoader.__call__ without its side effect: it starts an
-    iterator (prefetch thread or workers) at once, which draws random numbers
-    concurrently with the first epoch and breaks exact resume. Here batches
-    are read only when the loop iterates, after seeding."""
+def build_loader(reader, dataset, worker_num, batch_sampler=None):
+    """ppdet's BaseDataLoader.__call__ (TrainReader, EvalReader, TestReader)
+    without its two flaws: it starts an iterator (prefetch thread or
+    workers) at once, which draws random numbers concurrently with the first
+    epoch and breaks exact resume; and with `worker_num: 0` it reads through
+    Paddle's single-process DataLoader, which hangs when a transform raises.
+    Here batches are read only when the loop iterates, after seeding, by
+    PrefetchLoader. `batch_sampler` defaults to the reader's own (shuffle,
+    drop_last, split across ranks)."""
     dataset.check_or_download_dataset()
     dataset.parse_dataset()
     dataset.set_transform(reader._sample_transforms)
     dataset.set_kwargs(**reader.kwargs)
-    sampler = DistributedBatchSampler(dataset, batch_size=reader.batch_size,
-                                      shuffle=reader.shuffle,
-                                      drop_last=reader.drop_last)
-    return make_loader(dataset, sampler, reader._batch_transforms,
+    if batch_sampler is None:
+        batch_sampler = DistributedBatchSampler(
+            dataset, batch_size=reader.batch_size, shuffle=reader.shuffle,
+            drop_last=reader.drop_last)
+    return make_loader(dataset, batch_sampler, reader._batch_transforms,
                        worker_num, reader.batch_size)
 
 

@@ -10,7 +10,7 @@ with.
 
 Both files are written to temporary names and fsynced first, then renamed:
 a kill leaves the previous pair or the new one, except in the instant between
-the two renames. A pair whose `.pdopt` does not name its `.pdparams`'s digest
+the two renames (a Ctrl-C or SIGTERM waits for both). A pair whose `.pdopt` does not name its `.pdparams`'s digest
 is refused on resume, so a mixture of two saves never resumes silently.
 """
 import glob
@@ -20,9 +20,11 @@ import pickle
 
 import paddle
 
+from .interrupt import deferred
+
 __all__ = ['CheckpointError', 'atomic_save', 'save_checkpoint',
-           'load_checkpoint', 'strip_ext', 'optimizer_state',
-           'restore_optimizer']
+           'load_checkpoint', 'latest_checkpoint', 'strip_ext',
+           'optimizer_state', 'restore_optimizer']
 
 
 class CheckpointError(RuntimeError):
@@ -70,8 +72,9 @@ def save_checkpoint(prefix, weights, training=None):
         if training is not None:
             training = dict(training, params_sha256=_sha256(tmps[0]))
             tmps.append(_write_aside(training, prefix + '.pdopt'))
-        for tmp in tmps:  # .pdparams first: a .pdopt names its weights
-            os.replace(tmp, tmp.rsplit('.tmp', 1)[0])
+        with deferred():  # a Ctrl-C must not split the pair
+            for tmp in tmps:  # .pdparams first: a .pdopt names its weights
+                os.replace(tmp, tmp.rsplit('.tmp', 1)[0])
     finally:
         for tmp in tmps:
             if os.path.exists(tmp):
@@ -84,6 +87,16 @@ def save_checkpoint(prefix, weights, training=None):
             os.close(fd)
     except OSError:
         pass  # not every file system lets a directory be fsynced
+
+
+def latest_checkpoint(folder):
+    """Prefix of the newest complete epoch checkpoint (`<epoch>.pdparams`
+    and `<epoch>.pdopt`) in `folder`, or None."""
+    names = os.listdir(folder) if os.path.isdir(folder) else []
+    epochs = [int(n[:-len('.pdopt')]) for n in names
+              if n.endswith('.pdopt') and n[:-len('.pdopt')].isdigit() and
+              n[:-len('.pdopt')] + '.pdparams' in names]
+    return os.path.join(folder, str(max(epochs))) if epochs else None
 
 
 def _others(prefix):

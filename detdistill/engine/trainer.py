@@ -125,11 +125,10 @@ class Trainer:
             with activate(self.cfg):
                 dataset = create('EvalDataset')()
                 check_dataset(dataset)
-                sampler = paddle.io.BatchSampler(
-                    dataset, batch_size=self.cfg['EvalReader'].get(
-                        'batch_size', 1))
-                self._eval_loader = create('EvalReader')(
-                    dataset, 0, batch_sampler=sampler)
+                reader = create('EvalReader')
+                self._eval_loader = build_loader(
+                    reader, dataset, 0, paddle.io.BatchSampler(
+                        dataset, batch_size=reader.batch_size))
             self.class_names = _read_labels(dataset)
         return self._eval_loader
 

@@ -1,0 +1,79 @@
+"""Ctrl-C (SIGINT) and SIGTERM, what schedulers send before a kill, end a
+run within seconds and cleanly: both raise `Interrupted` in the main thread,
+so the step loop unwinds like on any error (the loader's reader stops, no
+checkpoint of the unfinished epoch is written) and the tool exits 128 +
+the signal's number, naming the last complete checkpoint to resume from.
+
+Paddle installs a SIGTERM handler of its own that prints a C++ stack and
+aborts without unwinding Python; `installed` replaces it. It also makes
+SIGUSR1 print every Python thread's stack to stderr, without stopping the
+run: `kill -USR1 PID` shows where a run that seems stuck is.
+"""
+import contextlib
+import faulthandler
+import signal
+import sys
+import threading
+
+__all__ = ['Interrupted', 'installed', 'deferred']
+
+_pending = []  # signals that arrived inside `deferred` blocks
+_depth = 0
+
+
+class Interrupted(KeyboardInterrupt):
+    """A run stopped by a signal; `exit_code` is the shell's 128 + signum."""
+
+    def __init__(self, signum):
+        self.signum = int(signum)
+        self.name = signal.Signals(self.signum).name
+        super().__init__(self.name)
+
+    @property
+    def exit_code(self):
+        return 128 + self.signum
+
+
+def _handler(signum, frame):
+    if _depth:
+        _pending.append(signum)
+        return
+    raise Interrupted(signum)
+
+
+@contextlib.contextmanager
+def installed():
+    """In the block: SIGINT and SIGTERM raise `Interrupted`, SIGUSR1 dumps
+    the threads' stacks; the previous handlers come back after it. Only the
+    main thread can set handlers (Python delivers signals there)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    saved = {s: signal.signal(s, _handler)
+             for s in (signal.SIGINT, signal.SIGTERM)}
+    try:  # needs a real stderr (pytest's capture has none) and POSIX
+        faulthandler.register(signal.SIGUSR1, file=sys.__stderr__,
+                              all_threads=True)
+    except (AttributeError, ValueError, OSError):
+        pass
+    try:
+        yield
+    finally:
+        for s, h in saved.items():
+            signal.signal(s, h)
+
+
+@contextlib.contextmanager
+def deferred():
+    """A signal arriving in the block is raised when it ends: for steps that
+    must happen together (the renames of a checkpoint's two files)."""
+    global _depth
+    _depth += 1
+    try:
+        yield
+    finally:
+        _depth -= 1
+        if not _depth and _pending:
+            signum = _pending[0]
+            del _pending[:]
+            raise Interrupted(signum)
