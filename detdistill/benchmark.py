@@ -21,6 +21,7 @@ import numpy as np
 
 from .engine.callbacks import read_history
 from .engine.checkpoint import latest_checkpoint
+from .fileio import atomic_write
 from .logger import get_logger
 
 logger = get_logger()
@@ -347,7 +348,6 @@ def write_half_split(data_dir, seed=0):
     unlabeled_half.txt (the other half's images, without annotations) in
     `data_dir`; the same files for the same trainval.txt."""
     import random
-    from .data.voc import atomic_write
     with open(os.path.join(data_dir, 'trainval.txt')) as f:
         lines = [line for line in f if line.strip()]
     order = list(range(len(lines)))
@@ -515,7 +515,6 @@ def _evaluate_teacher(d, seed, out, opts, profile):
 def _write_summary(path, summary):
     """Atomically: a summary marks a finished run that later invocations
     reuse, so a half-written one must never exist."""
-    from .data.voc import atomic_write
     atomic_write(path, json.dumps(summary))
 
 

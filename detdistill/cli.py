@@ -6,6 +6,7 @@ import signal
 import sys
 
 from .engine import interrupt
+from .errors import DetDistillError
 from .logger import get_logger
 
 __all__ = ['ArgsParser', 'TrainArgsParser', 'load_detector', 'run_training',
@@ -79,28 +80,6 @@ def run_training(trainer, args):
         raise
 
 
-# Errors a user can fix from the message alone: print it, exit 1, no traceback.
-def _user_errors():
-    from .config import ConfigError
-    from .data.voc import VOCDataError
-    from .engine.checkpoint import CheckpointError
-    from .engine.trainer import NonFiniteLossError
-    from .weights import WeightsDownloadError, WeightsMismatchError
-    errors = [ConfigError, VOCDataError, CheckpointError, NonFiniteLossError,
-              WeightsDownloadError, WeightsMismatchError, FileNotFoundError]
-    try:
-        from .distill.pairing import PairingError
-        errors.append(PairingError)
-    except ImportError:
-        pass
-    from .deploy.export import ExportError
-    from .deploy.onnx_convert import OnnxExportError
-    from .deploy.predictor import InferCfgError
-    from .deploy.verify import ExportCheckError
-    errors += [ExportError, OnnxExportError, InferCfgError, ExportCheckError]
-    return tuple(errors)
-
-
 def main_guard(fn):
     """A tool's main: user errors as one line and exit 1; Ctrl-C and SIGTERM
     unwind the run (engine/interrupt.py) and exit 128 + the signal."""
@@ -109,7 +88,7 @@ def main_guard(fn):
         try:
             with interrupt.installed():
                 return fn(*args, **kwargs)
-        except _user_errors() as e:
+        except (DetDistillError, FileNotFoundError) as e:
             get_logger().error('{}: {}'.format(type(e).__name__, e))
             sys.exit(1)
         except KeyboardInterrupt as e:

@@ -16,6 +16,8 @@ import yaml
 from ppdet.core import workspace
 from ppdet.core.config.schema import SchemaDict
 
+from .errors import ConfigError
+
 __all__ = ['ConfigError', 'load_config', 'parse_overrides', 'activate',
            'build_model']
 
@@ -50,10 +52,6 @@ NOT_IMPLEMENTED = {
     'to_static': 'the converted distiller computed different losses '
                  '(benchmark/PROFILE.md); training runs eagerly',
 }
-
-
-class ConfigError(ValueError):
-    pass
 
 
 def _read_yaml(path):

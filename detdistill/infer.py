@@ -8,10 +8,10 @@ from ppdet.core.workspace import create
 
 from .config import activate
 from .data.loader import build_loader
+from .fileio import IMAGE_EXTS
 
 __all__ = ['list_images', 'predict', 'draw_detections']
 
-IMAGE_EXTS = ('.jpg', '.jpeg', '.png', '.bmp')
 COLORS = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48),
           (145, 30, 180), (70, 240, 240), (240, 50, 230), (128, 128, 0)]
 

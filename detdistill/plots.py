@@ -6,6 +6,8 @@ import matplotlib
 matplotlib.use('Agg')  # no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
 
+from .fileio import replaced  # noqa: E402
+
 SKIP = {'kind', 'step', 'epoch', 'lr', 'batch_time', 'data_time', 'ips',
         'total_steps'}
 
@@ -38,10 +40,10 @@ def plot_history(records, path, title=''):
     ax_map.grid(alpha=.3)
     fig.suptitle(title)
     fig.tight_layout()
-    tmp = path + '.tmp.png'
-    fig.savefig(tmp, dpi=90)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        replaced(path, lambda tmp: fig.savefig(tmp, dpi=90), suffix='.png')
+    finally:
+        plt.close(fig)
     return path
 
 

@@ -346,7 +346,7 @@ def machine():
 
 def write_report(res, path, command_line):
     """Markdown tables of `compare`'s result."""
-    from .data.voc import atomic_write
+    from .fileio import atomic_write
     m = res['machine']
     lines = ['# Teacher speed: our distillation step vs PaddleDetection\'s', '',
              'Produced by `{}`: paddle {}, ppdet {}, {} ({} cores), one '

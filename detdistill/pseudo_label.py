@@ -10,7 +10,9 @@ image read has its file and the validation notes it.
 import os
 from xml.sax.saxutils import escape
 
-from .data.voc import VOCDataError, atomic_write, check_image
+from .data.voc import check_image
+from .errors import VOCDataError
+from .fileio import atomic_write
 from .infer import predict
 
 __all__ = ['voc_objects', 'voc_xml', 'write_pseudo_labels']

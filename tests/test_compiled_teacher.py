@@ -9,10 +9,12 @@ import pytest
 
 from conftest import (STUDENT, TEACHER, assert_resume_is_exact,
                       distiller_and_batch, tiny_opts)
-from detdistill.config import ConfigError, build_model, load_config
-from detdistill.distill.compiled_teacher import (
-    TOLERANCE, CompiledTeacher, _runs_in_child,
-    exact_nearest_upsampling, max_relative_error, supports)
+from detdistill.errors import ConfigError
+from detdistill.config import build_model, load_config
+from detdistill.distill.compiled_teacher import (TOLERANCE, CompiledTeacher,
+                                                 _runs_in_child,
+                                                 exact_nearest_upsampling,
+                                                 max_relative_error, supports)
 from detdistill.distill import onednn_predictor
 from detdistill.distill.distiller import build_distiller
 from detdistill.distill.teacher_cache import _rows

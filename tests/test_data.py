@@ -9,9 +9,9 @@ import sys
 import pytest
 
 from conftest import ROOT
+from detdistill.errors import VOCDataError
 from detdistill.data.demo import DEMO_CLASSES, make_demo_voc
-from detdistill.data.voc import (VOCDataError, parse_voc_xml, split_voc,
-                                 validate_voc_list)
+from detdistill.data.voc import parse_voc_xml, split_voc, validate_voc_list
 
 LISTS = ['trainval.txt', 'test.txt', 'label_list.txt', 'unlabeled.txt']
 IMG = 'VOCdevkit/VOC2012/JPEGImages'
@@ -277,3 +277,57 @@ def test_benchmark_profile_datasets_have_the_pinned_content(tmp_path,
     assert dataset_digest(out) == PINNED_DIGESTS[profile]
     labels = open(os.path.join(out, 'label_list.txt')).read().split()
     assert len(labels) == (6 if profile == 'converged' else 4)
+
+
+def _bccd_copy(tmp_path):
+    """The vendored BCCD photos (dataset/bccd), annotations copied (to edit
+    them) and images linked, in a folder the split can write to."""
+    from conftest import ROOT
+    src = os.path.join(ROOT, 'dataset', 'bccd')
+    out = tmp_path / 'bccd'
+    shutil.copytree(os.path.join(src, 'Annotations'), out / 'Annotations')
+    os.symlink(os.path.join(src, 'JPEGImages'), out / 'JPEGImages')
+    return str(out)
+
+
+def test_real_photos_with_zero_size_boxes_split_and_list_them(tmp_path):
+    """BCCD (real microscope photos) has two zero-size boxes, which
+    PaddleDetection's reader skips: the split goes on, skips them too and
+    names both; the counts are the dataset's minus those two."""
+    voc = _bccd_copy(tmp_path)
+    summary = split_voc(voc, ratio=0.8, seed=0, image_dir='JPEGImages',
+                        anno_dir='Annotations')
+    assert summary['images'] == {'trainval': 291, 'test': 73,
+                                 'unlabeled': 0}
+    assert summary['classes'] == ['Platelets', 'RBC', 'WBC']
+    total = {n: summary['trainval'][n] + summary['test'][n]
+             for n in summary['classes']}
+    assert total == {'Platelets': 361, 'RBC': 4155 - 2, 'WBC': 372}
+    notes = summary['notes']
+    assert notes.startswith('2 note(s)')
+    for xml, obj, box in (('BloodImage_00338', 12, '[504, 337, 504, 337]'),
+                          ('BloodImage_00343', 3, '[181, 329, 181, 329]')):
+        assert '{}.xml: object {} (RBC) <bndbox> {} has zero size; ' \
+            'skipped'.format(os.path.join(voc, 'Annotations', xml), obj,
+                             box) in notes
+
+
+def test_a_box_with_swapped_corners_is_an_error(tmp_path):
+    """xmax < xmin is a mistake to fix, not a box to drop."""
+    voc = _bccd_copy(tmp_path)
+    path = os.path.join(voc, 'Annotations', 'BloodImage_00000.xml')
+    text = open(path).read()
+    start = text.index('<xmin>')
+    xmin = text[start:text.index('</xmin>')].split('>')[1]
+    xmax = text[text.index('<xmax>'):text.index('</xmax>')].split('>')[1]
+    text = text.replace('<xmin>{}</xmin>'.format(xmin),
+                        '<xmin>{}</xmin>'.format(xmax), 1).replace(
+        '<xmax>{}</xmax>'.format(xmax), '<xmax>{}</xmax>'.format(xmin), 1)
+    with open(path, 'w') as f:
+        f.write(text)
+    with pytest.raises(VOCDataError) as e:
+        split_voc(voc, image_dir='JPEGImages', anno_dir='Annotations')
+    assert '1 problem(s)' in str(e.value)
+    assert '{}: object 0 (WBC) <bndbox> [{}, '.format(path, xmax) in \
+        str(e.value)
+    assert 'has xmax < xmin or ymax < ymin' in str(e.value)

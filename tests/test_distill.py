@@ -13,9 +13,10 @@ import pytest
 
 from conftest import (STUDENT, TEACHER, assert_same_results,
                       evaluate_independently, tiny_opts)
+from detdistill.errors import PairingError
 from detdistill.config import build_model, load_config
 from detdistill.distill.distiller import build_distiller
-from detdistill.distill.pairing import PairingError
+
 from detdistill.engine import Trainer
 
 

@@ -16,13 +16,13 @@ import yaml
 from PIL import Image
 
 from conftest import ROOT, STUDENT, TEACHER, tiny_opts
+from detdistill.errors import ExportCheckError
 from detdistill.config import build_model, load_config
-from detdistill.deploy.export import DeployYOLOv3
+from detdistill.deploy.layers import DeployYOLOv3
 from detdistill.deploy.onnx_convert import float32_attrs
 from detdistill.deploy.predictor import ExportedDetector
-from detdistill.deploy.verify import (BOX_RTOL, SCORE_ATOL, ExportCheckError,
-                                      check_export, compare_detections,
-                                      compare_raw)
+from detdistill.deploy.verify import (BOX_RTOL, SCORE_ATOL, check_export,
+                                      compare_detections, compare_raw)
 from detdistill.infer import predict
 from detdistill.weights import load_weights
 

@@ -13,11 +13,12 @@ import paddle
 import pytest
 
 from conftest import ROOT, STUDENT, tiny_opts
-from detdistill.config import ConfigError, build_model, load_config
+from detdistill.errors import ConfigError, PairingError
+from detdistill.config import build_model, load_config
 from detdistill.data.ld_targets import Gt2LDTarget, vlr_region
 from detdistill.distill.distiller import build_distiller
 from detdistill.distill.losses import LDDistill
-from detdistill.distill.pairing import PairingError
+
 from detdistill.engine import Trainer
 
 GFL_STUDENT = os.path.join(ROOT, 'configs/demo/gfl_r18_demo.yml')

@@ -5,6 +5,7 @@ import paddle
 import pytest
 
 from conftest import STUDENT, tiny_opts
+from detdistill.errors import ConfigError
 from detdistill.config import load_config
 from detdistill.engine import Trainer
 
@@ -28,7 +29,6 @@ def test_large_seeds_train_deterministically(demo_voc, tmp_path):
 
 
 def test_negative_seed_is_refused(demo_voc, tmp_path):
-    from detdistill.config import ConfigError
     cfg = load_config(STUDENT, tiny_opts(demo_voc, str(tmp_path), seed=-1))
     with pytest.raises(ConfigError, match='seed must be a non-negative'):
         Trainer(cfg)

@@ -10,9 +10,10 @@ import paddle
 import pytest
 
 from conftest import ROOT, STUDENT, TEACHER, tiny_opts
-from detdistill.config import ConfigError, build_model, load_config
-from detdistill.engine import NonFiniteLossError, Trainer
-from detdistill.engine.checkpoint import CheckpointError, load_checkpoint
+from detdistill.errors import CheckpointError, ConfigError, NonFiniteLossError
+from detdistill.config import build_model, load_config
+from detdistill.engine import Trainer
+from detdistill.engine.checkpoint import load_checkpoint
 
 RUN = 'yolov3_mobilenet_v1_demo'
 

@@ -8,7 +8,8 @@ import paddle
 import pytest
 
 from conftest import ROOT, assert_resume_is_exact, tiny_opts
-from detdistill.config import ConfigError, build_model, load_config
+from detdistill.errors import ConfigError
+from detdistill.config import build_model, load_config
 from detdistill.distill.distiller import build_distiller
 from detdistill.distill.teacher_cache import (TeacherCache, _rows,
                                               build_teacher_cache,

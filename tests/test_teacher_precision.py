@@ -9,13 +9,14 @@ import paddle.nn.functional as F
 import pytest
 
 from conftest import STUDENT, TEACHER, distiller_and_batch, tiny_opts
-from detdistill.config import ConfigError, build_model, load_config
+from detdistill.errors import ConfigError
+from detdistill.config import build_model, load_config
 from detdistill.distill import teacher_precision
 from detdistill.distill.compiled_teacher import (CompiledTeacher,
                                                  max_relative_error)
 from detdistill.distill.distiller import build_distiller
-from detdistill.distill.teacher_precision import (
-    TOLERANCE, cpu_has_bfloat16, emulated_precision)
+from detdistill.distill.teacher_precision import (TOLERANCE, cpu_has_bfloat16,
+                                                  emulated_precision)
 
 
 def _bf16(a):

@@ -11,8 +11,9 @@ import pytest
 
 from conftest import (STUDENT, assert_same_results, evaluate_independently,
                       tiny_opts)
-from detdistill.config import ConfigError, activate, build_model, load_config
-from detdistill.data.voc import VOCDataError
+from detdistill.errors import ConfigError, VOCDataError
+from detdistill.config import activate, build_model, load_config
+
 from detdistill.engine import Trainer
 from detdistill.engine.evaluator import VOCEvaluator
 

@@ -12,10 +12,11 @@ import pytest
 from PIL import Image
 
 from conftest import ROOT, STUDENT, TEACHER, tiny_opts
-from detdistill.config import ConfigError, build_model, load_config
+from detdistill.errors import ConfigError, VOCDataError
+from detdistill.config import build_model, load_config
 from detdistill.data.unlabeled import (MixedBatchSampler, UnlabeledDataset,
                                        without_gt_ops)
-from detdistill.data.voc import VOCDataError
+
 from detdistill.distill.distiller import build_distiller
 from detdistill.engine import Trainer
 from detdistill.engine.trainer import epoch_seed

@@ -16,11 +16,11 @@ import pytest
 
 from conftest import ROOT
 from loopback import http_server  # noqa: F401  (a fixture)
+from detdistill.errors import (WeightsDownloadError, WeightsFileError,
+                               WeightsMismatchError)
 from detdistill.config import build_model, load_config
-from detdistill.weights import (HEAD_KEYS, WeightsDownloadError,
-                                WeightsFileError, WeightsMismatchError,
-                                load_pretrain, load_weights, read_state_dict,
-                                resolve_weights)
+from detdistill.weights import (HEAD_KEYS, load_pretrain, load_weights,
+                                read_state_dict, resolve_weights)
 
 # A small ppdet YOLOv3 (0.25-width MobileNetV1, ppdet's YOLOv3FPN and
 # YOLOv3Head), the architecture of the student at a fraction of the size.

@@ -19,10 +19,10 @@ import pytest
 
 from conftest import ROOT, STUDENT, TEACHER, tiny_opts
 from loopback import http_server  # noqa: F401  (a fixture)
+from detdistill.errors import WeightsFileError, WeightsMismatchError
 from detdistill.config import build_model, load_config
-from detdistill.weights import (HEAD_KEYS, WeightsFileError,
-                                WeightsMismatchError, load_pretrain,
-                                load_weights, read_state_dict)
+from detdistill.weights import (HEAD_KEYS, load_pretrain, load_weights,
+                                read_state_dict)
 from detdistill.weights.formats import read_weights
 from detdistill.weights.static_names import detect_family, to_static, to_v2
 

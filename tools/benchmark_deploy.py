@@ -15,6 +15,7 @@ import sys
 import _path  # noqa: F401
 
 from detdistill.deploy.benchmark import format_report, run_deploy_benchmark
+from detdistill.fileio import atomic_write
 
 
 def parse_args(argv=None):
@@ -35,10 +36,7 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def _write(path, text):
-    with open(path + '.tmp', 'w') as f:
-        f.write(text)
-    os.replace(path + '.tmp', path)
+_write = atomic_write
 
 
 def main(argv=None):

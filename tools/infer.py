@@ -11,6 +11,7 @@ import _path  # noqa: F401
 
 from detdistill.cli import ArgsParser, load_detector, main_guard
 from detdistill.infer import draw_detections, list_images, predict
+from detdistill.fileio import read_label_list
 from detdistill.logger import get_logger
 
 
@@ -32,15 +33,9 @@ def parse_args(argv=None):
     return args
 
 
-def read_label_list(cfg):
-    path = cfg['TestDataset'].get('anno_path')
-    with open(path) as f:
-        return [line.strip() for line in f if line.strip()]
-
-
 def _dygraph(args, images):
     cfg, detector = load_detector(args)
-    return predict(cfg, detector, images), read_label_list(cfg), 0.5
+    return predict(cfg, detector, images), read_label_list(cfg['TestDataset']['anno_path']), 0.5
 
 
 def _exported(args, images):

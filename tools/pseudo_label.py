@@ -9,7 +9,7 @@ from the label list of the config's TestDataset (anno_path).
 import _path  # noqa: F401
 
 from detdistill.cli import ArgsParser, load_detector, main_guard
-from detdistill.data.voc import read_label_list
+from detdistill.fileio import read_label_list
 from detdistill.infer import list_images
 from detdistill.logger import get_logger
 from detdistill.pseudo_label import write_pseudo_labels

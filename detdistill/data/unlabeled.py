@@ -22,7 +22,9 @@ from paddle.io import DistributedBatchSampler
 
 from .check_cache import CheckCache
 from .loader import build_loader, make_loader
-from .voc import IMAGE_EXTS, VOCDataError, check_image
+from ..errors import VOCDataError
+from ..fileio import IMAGE_EXTS
+from .voc import check_image
 
 __all__ = ['read_unlabeled_list', 'list_image_dir', 'validate_images',
            'UnlabeledDataset', 'without_gt_ops', 'MixedBatchSampler',

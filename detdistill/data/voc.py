@@ -11,35 +11,12 @@ import xml.etree.ElementTree as ET
 
 from PIL import Image, ImageFile
 
+from ..errors import VOCDataError
+from ..fileio import IMAGE_EXTS, atomic_write, read_label_list
 from .check_cache import CheckCache
 
 __all__ = ['VOCDataError', 'parse_voc_xml', 'check_image', 'check_sample',
-           'validate_voc_list', 'ValidationReport', 'split_voc',
-           'read_label_list', 'atomic_write']
-
-IMAGE_EXTS = ('.jpg', '.jpeg', '.png', '.bmp')
-
-
-class VOCDataError(ValueError):
-    pass
-
-
-def atomic_write(path, text):
-    tmp = '{}.tmp{}'.format(path, os.getpid())
-    with open(tmp, 'w') as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
-def read_label_list(path):
-    if not os.path.isfile(path):
-        raise VOCDataError('label list {} does not exist'.format(path))
-    with open(path) as f:
-        names = [line.strip() for line in f if line.strip()]
-    if not names:
-        raise VOCDataError('label list {} is empty'.format(path))
-    return names
-
+           'validate_voc_list', 'ValidationReport', 'split_voc']
 
 def _number(node, field, xml_path):
     el = node.find(field)
@@ -54,7 +31,9 @@ def _number(node, field, xml_path):
 
 def parse_voc_xml(xml_path, class_names=None):
     """-> {'filename', 'width', 'height', 'objects': [{'name', 'bbox',
-    'difficult'}]}; VOCDataError names the file and field of any problem."""
+    'difficult'}], 'skipped': [why, ...]}: zero-size boxes are skipped (as
+    PaddleDetection's reader does) and named in `skipped`; VOCDataError
+    names the file and field of any other problem."""
     try:
         root = ET.parse(xml_path).getroot()
     except FileNotFoundError:
@@ -68,7 +47,7 @@ def parse_voc_xml(xml_path, class_names=None):
         raise VOCDataError('{}: missing <size>'.format(xml_path))
     width, height = _number(size, 'width', xml_path), _number(
         size, 'height', xml_path)
-    objects = []
+    objects, skipped = [], []
     for i, obj in enumerate(root.findall('object')):
         name_el = obj.find('name')
         if name_el is None or not (name_el.text or '').strip():
@@ -85,17 +64,24 @@ def parse_voc_xml(xml_path, class_names=None):
                 xml_path, i, name))
         x1, y1, x2, y2 = (_number(box, k, xml_path)
                           for k in ('xmin', 'ymin', 'xmax', 'ymax'))
-        if x2 <= x1 or y2 <= y1:
-            raise VOCDataError(
-                '{}: object {} ({}) has an empty <bndbox> [{}, {}, {}, {}]'
-                .format(xml_path, i, name, x1, y1, x2, y2))
+        where = '{}: object {} ({}) <bndbox> [{:g}, {:g}, {:g}, {:g}]'.format(
+            xml_path, i, name, x1, y1, x2, y2)
+        if x2 < x1 or y2 < y1:  # swapped corners: a mistake to fix, not drop
+            raise VOCDataError('{} has xmax < xmin or ymax < ymin'.format(
+                where))
+        if x2 == x1 or y2 == y1:
+            # A click without a drag in the labelling tool. PaddleDetection's
+            # VOC reader skips such a box with a warning; so does training
+            # here, and validation counts it.
+            skipped.append('{} has zero size; skipped'.format(where))
+            continue
         diff = obj.find('difficult')
         objects.append({'name': name, 'bbox': [x1, y1, x2, y2],
                         'difficult': int(diff.text) if diff is not None and
                         (diff.text or '').strip().isdigit() else 0})
     fn = root.find('filename')
     return {'filename': fn.text if fn is not None else None, 'width': width,
-            'height': height, 'objects': objects}
+            'height': height, 'objects': objects, 'skipped': skipped}
 
 
 def check_image(path):
@@ -133,7 +119,7 @@ def check_sample(image_path, xml_path, class_names=None):
         raise VOCDataError('{}: <size> says {}x{} but {} is {}x{} (the boxes '
                            'may belong to another version of the image)'
                            .format(xml_path, xw, xh, image_path, w, h))
-    notes = []
+    notes = list(ann['skipped'])
     if not ann['objects']:
         notes.append('{}: no <object>; the VOC reader leaves this image out '
                      'of training'.format(xml_path))

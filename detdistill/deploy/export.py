@@ -28,81 +28,19 @@ import paddle
 import yaml
 from paddle.static import InputSpec
 
+from ..errors import ExportError
 from ..logger import get_logger
-from .nms import multiclass_nms, nms_settings
+from .layers import OUTPUTS, deploy_layer
+from .nms import nms_settings
+from .verify import check_export
 
-__all__ = ['ExportError', 'DeployYOLOv3', 'DeployGFL', 'deploy_layer',
-           'image_shape', 'label_list', 'infer_config',
+__all__ = ['ExportError', 'image_shape', 'label_list', 'infer_config',
            'save_inference_model', 'export']
 
 logger = get_logger()
-INPUTS = ('image', 'im_shape', 'scale_factor')
-OUTPUTS = {True: ['bbox', 'bbox_num'], False: ['boxes', 'scores']}
-
-
-class ExportError(ValueError):
-    """The config or model cannot be exported as asked."""
-
-
-class DeployYOLOv3(paddle.nn.Layer):
-    """ppdet's YOLOv3 eval forward with positional inputs, as exported:
-    backbone, neck, head, YOLOBox decoding and (unless `with_nms` is False)
-    multi-class NMS."""
-    inputs = INPUTS
-
-    def __init__(self, detector, with_nms=True):
-        super().__init__()
-        self.detector = detector
-        self.with_nms = with_nms
-        self.nms = nms_settings(detector)
-
-    # jit.save matches InputSpecs to forward's arguments after the first,
-    # which must be named `self`.
-    def forward(self, image, im_shape, scale_factor):
-        det = self.detector
-        feats = det.neck(det.backbone({'image': image}))
-        head_outs = det.yolo_head(feats)
-        boxes, scores = det.post_process.decode(
-            head_outs, det.yolo_head.mask_anchors, im_shape, scale_factor)
-        if not self.with_nms:
-            return boxes, scores
-        return multiclass_nms(boxes, scores, self.nms)
-
-
-class DeployGFL(paddle.nn.Layer):
-    """ppdet's GFL eval forward with positional inputs: backbone, neck, the
-    head's eval branch (sigmoid scores and decoded boxes per level), the
-    rescaling of GFLHead.post_process and (unless `with_nms` is False)
-    multi-class NMS. GFL does not clip its boxes to the image, so it takes no
-    `im_shape` (an unused input is an error for paddle.jit.save)."""
-    inputs = ('image', 'scale_factor')
-
-    def __init__(self, detector, with_nms=True):
-        super().__init__()
-        self.detector = detector
-        self.with_nms = with_nms
-        self.nms = nms_settings(detector)
-
-    def forward(self, image, scale_factor):
-        det = self.detector
-        scores, boxes = det.head(det.neck(det.backbone({'image': image})))
-        boxes = paddle.concat(boxes, axis=1) / \
-            scale_factor.flip([1]).tile([1, 2]).unsqueeze(1)
-        scores = paddle.concat(scores, axis=1).transpose([0, 2, 1])
-        if not self.with_nms:
-            return boxes, scores
-        return multiclass_nms(boxes, scores, self.nms)
-
-
-DEPLOY = {'YOLOv3': DeployYOLOv3, 'GFL': DeployGFL}
 # infer_cfg.yml's arch and min_subgraph_size, as PaddleDetection 2.6 writes
 # them (ppdet/engine/export_utils.py)
 ARCH = {'YOLOv3': ('YOLO', 3), 'GFL': ('GFL', 16)}
-
-
-def deploy_layer(detector, with_nms=True):
-    """The exported network of `detector` (a ppdet YOLOv3 or GFL)."""
-    return DEPLOY[type(detector).__name__](detector, with_nms)
 
 
 def _check_architecture(cfg, detector):
@@ -242,7 +180,6 @@ def export(detector, cfg, save_dir, exclude_nms=False, onnx=False,
     report; raises verify.ExportCheckError if an output differs beyond the
     tolerance."""
     from .onnx_convert import convert_to_onnx
-    from .verify import check_export
     with_nms = not exclude_nms
     save_dir = os.path.abspath(save_dir)
     parent = os.path.dirname(save_dir)

@@ -21,6 +21,8 @@ compares the ONNX model's outputs with the dygraph model's anyway):
 import json
 import os
 
+from ..errors import OnnxExportError
+from ..fileio import replaced
 from ..logger import get_logger
 
 __all__ = ['OnnxExportError', 'F64_ATTRS_READ_AS_F32', 'float32_attrs',
@@ -38,10 +40,6 @@ F64_ATTRS_READ_AS_F32 = {('leaky_relu', 'negative_slope'),
                          ('nearest_interp', 'scale'),
                          ('bilinear_interp', 'scale'),
                          ('group_norm', 'epsilon')}
-
-
-class OnnxExportError(RuntimeError):
-    pass
 
 
 def _to_f32(attr):
@@ -141,9 +139,7 @@ def convert_to_onnx(model_dir, batch_size=None, output_names=None):
         _rename_outputs(model, output_names)
     onnx.checker.check_model(model)
     out = os.path.join(model_dir, 'model.onnx')
-    tmp = out + '.tmp'
-    onnx.save(model, tmp)
-    os.replace(tmp, out)
+    replaced(out, lambda tmp: onnx.save(model, tmp))
     logger.info('ONNX: model.onnx (opset {}, {} float64 attributes passed to '
                 'paddle2onnx as float32{})'.format(
                     max(o.version for o in model.opset_import), n,

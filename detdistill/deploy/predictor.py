@@ -6,16 +6,13 @@ import os
 import numpy as np
 import yaml
 
+from ..errors import InferCfgError
 from .nms import multiclass_nms_numpy
 
 __all__ = ['InferCfgError', 'read_infer_cfg', 'PaddleBackend', 'OnnxBackend',
            'BACKENDS', 'ExportedDetector']
 
 REQUIRED = ('Preprocess', 'label_list', 'image_shape', 'exclude_nms')
-
-
-class InferCfgError(ValueError):
-    pass
 
 
 def read_infer_cfg(model_dir):

@@ -27,8 +27,9 @@ import paddle
 from PIL import Image
 from scipy.optimize import linear_sum_assignment
 
+from ..errors import ExportCheckError
 from ..logger import get_logger
-from .export import deploy_layer
+from .layers import deploy_layer
 from .nms import nms_settings
 from .predictor import ExportedDetector
 
@@ -41,10 +42,6 @@ BOX_RTOL = 1e-4
 # More excused flips than this share says nothing was compared (e.g. a
 # saturated model: all scores 1.0, ties at keep_top_k): the check fails.
 MAX_FLIP_SHARE = 0.05
-
-
-class ExportCheckError(RuntimeError):
-    """An exported model's outputs differ from the dygraph model's."""
 
 
 def random_images(out_dir, image_shape, n=2, seed=0):

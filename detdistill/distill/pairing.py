@@ -21,15 +21,13 @@ output, and name and shape errors list what both models offer.
 import paddle
 from paddle import nn
 
+from ..errors import PairingError
+
 __all__ = ['DEFAULT_PAIRS', 'PairingError', 'OutputRecorder', 'check_names',
            'check_shapes', 'check_single_calls', 'describe_outputs',
            'split_name']
 
 DEFAULT_PAIRS = [('yolo_head.yolo_output.{}'.format(i),) * 2 for i in range(3)]
-
-
-class PairingError(ValueError):
-    pass
 
 
 class _Done(Exception):

@@ -20,15 +20,13 @@ import pickle
 
 import paddle
 
+from ..errors import CheckpointError
+from ..fileio import replaced, write_aside
 from .interrupt import deferred
 
 __all__ = ['CheckpointError', 'atomic_save', 'save_checkpoint',
            'load_checkpoint', 'latest_checkpoint', 'strip_ext',
            'optimizer_state', 'restore_optimizer']
-
-
-class CheckpointError(RuntimeError):
-    pass
 
 
 def strip_ext(path):
@@ -49,16 +47,12 @@ def _sha256(path):
 def _write_aside(obj, path):
     """paddle.save to a temporary file beside `path`, fsynced; returns its
     name (the caller renames it into place)."""
-    tmp = '{}.tmp{}'.format(path, os.getpid())
-    paddle.save(obj, tmp)
-    with open(tmp, 'rb') as f:
-        os.fsync(f.fileno())
-    return tmp
+    return write_aside(path, lambda tmp: paddle.save(obj, tmp))
 
 
 def atomic_save(obj, path):
     """Readers see the old file or the new one, never a torn one."""
-    os.replace(_write_aside(obj, path), path)
+    replaced(path, lambda tmp: paddle.save(obj, tmp))
 
 
 def save_checkpoint(prefix, weights, training=None):

@@ -17,24 +17,22 @@ import paddle
 import paddle.distributed as dist
 from ppdet.core.workspace import create
 
-from ..config import ConfigError, activate
+from ..config import activate
 from ..data.loader import build_loader
 from ..data.unlabeled import (MixedBatchSampler, build_mixed_loader,
                               load_unlabeled)
 from ..data.voc import validate_voc_list
+from ..errors import CheckpointError, ConfigError, NonFiniteLossError
+from ..fileio import read_label_list
 from ..logger import get_logger
 from .callbacks import LogOnly
-from .checkpoint import (CheckpointError, load_checkpoint, optimizer_state,
+from .checkpoint import (load_checkpoint, optimizer_state,
                          restore_optimizer, strip_ext)
 from .evaluator import VOCEvaluator
 
 __all__ = ['Trainer', 'NonFiniteLossError', 'set_device']
 
 logger = get_logger()
-
-
-class NonFiniteLossError(FloatingPointError):
-    pass
 
 
 def set_device(cfg):
@@ -129,7 +127,8 @@ class Trainer:
                 self._eval_loader = build_loader(
                     reader, dataset, 0, paddle.io.BatchSampler(
                         dataset, batch_size=reader.batch_size))
-            self.class_names = _read_labels(dataset)
+            self.class_names = read_label_list(os.path.join(
+                dataset.dataset_dir, dataset.label_list))
         return self._eval_loader
 
     def _build_train_loader(self, dataset):
@@ -435,9 +434,3 @@ def _set_exactly(model, weights, prefix):
                                   strip_ext(prefix), len(bad),
                                   ', '.join(bad[:5])))
     model.set_state_dict(weights)
-
-
-def _read_labels(dataset):
-    path = os.path.join(dataset.dataset_dir, dataset.label_list)
-    with open(path) as f:
-        return [line.strip() for line in f if line.strip()]

@@ -12,9 +12,9 @@ Three layers, each usable on its own:
 - ``load_weights(model, path_or_url)`` (load.py): both of the above, then
   the comparison with the model, the load and the report.
 """
+from ..errors import (WeightsDownloadError, WeightsFileError,
+                      WeightsMismatchError)
 from .download import default_cache_dir, resolve_weights
-from .errors import (WeightsDownloadError, WeightsFileError,
-                     WeightsMismatchError)
 from .formats import FORMATS, read_state_dict
 from .load import HEAD_KEYS, LoadReport, load_pretrain, load_weights
 

@@ -9,8 +9,9 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
+from ..errors import WeightsDownloadError
+from ..fileio import atomic_write
 from ..logger import get_logger
-from .errors import WeightsDownloadError
 from .lock import one_download
 
 __all__ = ['default_cache_dir', 'resolve_weights', 'is_url']
@@ -74,10 +75,8 @@ def _read_sidecar(path):
 
 def _write_sidecar(path, sha256):
     """`sha256sum -c` format, written atomically."""
-    tmp = '{}.sha256.tmp{}'.format(path, os.getpid())
-    with open(tmp, 'w') as f:
-        f.write('{}  {}\n'.format(sha256, os.path.basename(path)))
-    os.replace(tmp, path + '.sha256')
+    atomic_write(path + '.sha256', '{}  {}\n'.format(
+        sha256, os.path.basename(path)))
 
 
 class _Progress:

@@ -6,7 +6,7 @@ import tarfile
 import numpy as np
 import paddle
 
-from .errors import WeightsFileError
+from ..errors import WeightsFileError
 from .static_archive import read_static
 
 __all__ = ['FORMATS', 'read_weights', 'read_state_dict']

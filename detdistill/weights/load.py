@@ -15,7 +15,7 @@ from paddle.base.data_feeder import convert_dtype
 
 from ..logger import get_logger
 from .download import resolve_weights
-from .errors import WeightsMismatchError
+from ..errors import WeightsMismatchError
 from .formats import read_weights
 
 __all__ = ['HEAD_KEYS', 'LoadReport', 'load_weights', 'load_pretrain']

@@ -17,7 +17,7 @@ except ImportError:  # Windows
     fcntl = None
 
 from ..logger import get_logger
-from .errors import WeightsDownloadError
+from ..errors import WeightsDownloadError
 
 __all__ = ['one_download']
 

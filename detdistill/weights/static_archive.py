@@ -26,7 +26,7 @@ import tarfile
 import numpy as np
 
 from ..logger import get_logger
-from .errors import WeightsFileError
+from ..errors import WeightsFileError
 from .static_names import detect_family, to_static, to_v2
 
 __all__ = ['StaticArchive', 'read_static', 'parse_tensor', 'OPTIMIZER_STATE']
