@@ -150,10 +150,12 @@ def assert_resume_is_exact(student, teacher, teacher_weights, data, tmp_path,
 
 
 def start_tool(args, **kwargs):
-    """`python ARGS...` from the repository root, output captured."""
+    """`python ARGS...` from the repository root, output captured, in a
+    process group of its own (a signal to the group reaches its workers as
+    a terminal's Ctrl-C does)."""
     return subprocess.Popen([sys.executable] + list(args), cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, **kwargs)
+                            text=True, start_new_session=True, **kwargs)
 
 
 def finish_tool(proc, timeout):

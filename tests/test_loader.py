@@ -58,3 +58,54 @@ def test_loader_batches_equal_paddle_dataloader(demo_voc, tmp_path):
         assert x.keys() == y.keys()
         for k in x:
             assert x[k].dtype == y[k].dtype and np.array_equal(x[k], y[k]), k
+
+
+def _epoch_batches(loader, epoch=5):
+    from detdistill.engine.trainer import seed_everything
+    seed_everything(epoch)
+    loader.batch_sampler.set_epoch(epoch)
+    return [{k: v.numpy() for k, v in b.items() if k != 'curr_iter'}
+            for b in loader]
+
+
+def test_worker_processes_give_the_same_batches_whatever_their_number(
+        demo_voc, tmp_path):
+    """Each batch is seeded from the epoch and its position, so one worker
+    and three give identical batches (exact resume does not depend on
+    worker_num or timing), and the augmentation does draw randoms."""
+    def batches(workers, epoch=5):
+        cfg = load_config(STUDENT, tiny_opts(demo_voc, str(tmp_path),
+                                             worker_num=workers))
+        return _epoch_batches(Trainer(cfg).loader, epoch)
+    one, three = batches(1), batches(3)
+    assert len(one) == len(three) == 8
+    for x, y in zip(one, three):
+        assert x.keys() == y.keys()
+        for k in x:
+            np.testing.assert_array_equal(x[k], y[k], err_msg=k)
+    other_epoch = batches(3, epoch=6)
+    assert any(not np.array_equal(x['image'], y['image'])
+               for x, y in zip(one, other_epoch))
+
+
+def test_a_killed_worker_ends_the_epoch_with_an_error(demo_voc, tmp_path):
+    """A worker that dies without a result (killed, out of memory) is named
+    instead of waited for."""
+    import multiprocessing
+    import os
+    import signal
+    cfg = load_config(STUDENT, tiny_opts(demo_voc, str(tmp_path),
+                                         worker_num=1))
+    batches = iter(Trainer(cfg).loader)
+    next(batches)
+    workers = [p for p in multiprocessing.active_children()
+               if p.name.startswith('detdistill-loader-')]
+    assert len(workers) == 1
+    os.kill(workers[0].pid, signal.SIGKILL)
+    with pytest.raises(RuntimeError, match=r'data loader worker '
+                       r'detdistill-loader-0 \(pid \d+\) ended with exit '
+                       r'code -9 without a result'):
+        for _ in batches:
+            pass
+    assert not [p for p in multiprocessing.active_children()
+                if p.name.startswith('detdistill-loader-')]

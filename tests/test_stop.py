@@ -48,15 +48,15 @@ def uninterrupted(demo_voc, teacher_weights, tmp_path_factory):
     """model_final weights of an uninterrupted run of each tool."""
     done = {}
 
-    def weights(tool):
-        if tool not in done:
+    def weights(tool, workers=0):
+        if (tool, workers) not in done:
             save = str(tmp_path_factory.mktemp('full_' + tool))
-            r = run_tool(_cmd(tool, save, demo_voc, teacher_weights),
-                         TIMEOUT)
+            r = run_tool(_cmd(tool, save, demo_voc, teacher_weights,
+                              worker_num=workers), TIMEOUT)
             assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-            done[tool] = paddle.load(os.path.join(save, RUN,
-                                                  'model_final.pdparams'))
-        return done[tool]
+            done[tool, workers] = paddle.load(os.path.join(
+                save, RUN, 'model_final.pdparams'))
+        return done[tool, workers]
     return weights
 
 
@@ -164,20 +164,24 @@ def test_a_failing_transform_ends_the_run_with_its_traceback(
 
 # -- signals ----------------------------------------------------------------
 
-@pytest.mark.parametrize('tool', ['train', 'distill'])
-@pytest.mark.parametrize('sig', [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize('tool,sig,workers', [
+    ('train', signal.SIGINT, 0), ('train', signal.SIGTERM, 0),
+    ('distill', signal.SIGINT, 0), ('distill', signal.SIGTERM, 0),
+    # loader processes: they ignore the signal, the run stops them
+    ('train', signal.SIGTERM, 2)])
 def test_a_stop_signal_ends_the_run_and_it_resumes_exactly(
-        demo_voc, tmp_path, teacher_weights, uninterrupted, tool, sig):
+        demo_voc, tmp_path, teacher_weights, uninterrupted, tool, sig,
+        workers):
     save = str(tmp_path / 'run')
     out = os.path.join(save, RUN)
-    cmd = _cmd(tool, save, demo_voc, teacher_weights)
+    cmd = _cmd(tool, save, demo_voc, teacher_weights, worker_num=workers)
     proc = start_tool(cmd)
     deadline = time.time() + TIMEOUT
     while not os.path.exists(os.path.join(out, '1.pdopt')):
         assert proc.poll() is None, finish_tool(proc, 10).stdout[-3000:]
         assert time.time() < deadline, 'no checkpoint within the timeout'
         time.sleep(0.02)
-    proc.send_signal(sig)
+    os.killpg(proc.pid, sig)  # the whole group, as a terminal or launcher
     r = finish_tool(proc, 60)
     assert r.returncode == 128 + sig, r.stdout[-3000:] + r.stderr[-3000:]
     assert 'Stopped by {}.'.format(sig.name) in r.stdout
@@ -191,7 +195,7 @@ def test_a_stop_signal_ends_the_run_and_it_resumes_exactly(
         STEPS_PER_EPOCH * (epoch + 1)
     r = run_tool(cmd + ['-r', last], TIMEOUT)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    _assert_same_weights(uninterrupted(tool), paddle.load(
+    _assert_same_weights(uninterrupted(tool, workers), paddle.load(
         os.path.join(out, 'model_final.pdparams')))
 
 

@@ -1,18 +1,29 @@
-"""The training data loader: ppdet's dataset and transforms, fed in the order
-of a seeded batch sampler, with errors that stop the run instead of hanging
+"""The data loader: ppdet's dataset and transforms, fed in the order of a
+seeded batch sampler, read ahead of the step in a thread (`worker_num: 0`)
+or in worker processes, and ending the run on any error instead of hanging
 it.
 
-Paddle's single-process DataLoader reads batches in a thread; an exception
-raised there by the sampler or a transform (one odd image, a seed numpy
-refuses) escapes that thread without closing its queue, and the training
-process waits on the queue forever (Paddle 3.3 `_DataLoaderIterSingleProcess.
-_thread_loop` catches only StopIteration). A hung job holds a GPU for nothing.
-Here the reading thread hands every exception to the consumer, which raises
-it with its original traceback. With `worker_num > 0` Paddle's multi-process
-loader is used: it re-raises worker exceptions itself (tested).
+Paddle's DataLoader hangs on errors both ways. Single-process, an exception
+raised in its reading thread by the sampler or a transform escapes that
+thread without closing its queue, and the training process waits on the
+queue forever (Paddle 3.3 `_DataLoaderIterSingleProcess._thread_loop`
+catches only StopIteration). Multi-process, a worker's exception reaches
+the main process, but the iterator's shutdown can then block for good in a
+`get` on its data queue (seen on a 2-core machine with one core: issue 26).
+Here every wait is bounded or watches a stop condition: the reader hands
+each exception to the consumer, which raises it with the reader's
+traceback; a consumer that stops (an error in the step, Ctrl-C) makes the
+reader stop at its next put; worker processes are joined with a timeout,
+then terminated.
 """
+import multiprocessing
+import os
+import pickle
 import queue
+import random
+import signal
 import threading
+import traceback
 
 import numpy as np
 import paddle
@@ -30,26 +41,59 @@ JOIN_TIMEOUT_S = 10.
 
 
 class _Failure:
-    def __init__(self, exc):
+    """An exception of the reading side, raised by the consumer with the
+    reader's traceback: the same object from a thread, or from a worker
+    process a copy with the worker's traceback as a note."""
+
+    def __init__(self, exc, trace=None):
         self.exc = exc
+        self.trace = trace
+
+    @classmethod
+    def in_worker(cls, exc, worker):
+        trace = 'in data loader worker {}:\n{}'.format(
+            worker, traceback.format_exc())
+        try:
+            pickle.dumps(exc)
+        except Exception:  # noqa: BLE001 - not every exception pickles
+            exc = RuntimeError('{}: {}'.format(type(exc).__name__, exc))
+        exc.__traceback__ = None
+        return cls(exc, trace)
+
+    def raise_(self):
+        if self.trace:
+            self.exc.add_note(self.trace)
+        raise self.exc
 
 
 class PrefetchLoader:
-    """Iterates `batch_sampler`, reads `dataset[i]` for each index and
-    applies `collate_fn`, `prefetch` batches ahead in one thread (so loading
-    overlaps the step, as Paddle's reader thread did), and yields batches of
-    Paddle tensors. The data produced is exactly what Paddle's DataLoader
-    produces for the same sampler, dataset and collate function."""
+    """Iterates `batch_sampler`, reads `dataset[i]` for each index, applies
+    `collate_fn` and yields batches of Paddle tensors, reading ahead of the
+    step: `prefetch` batches in one thread, or `prefetch` per worker in
+    `workers` processes. In a thread the data is exactly what Paddle's
+    DataLoader produces for the same sampler, dataset and collate function
+    (augmentation draws from the global RNGs, seeded per epoch). A worker
+    seeds the RNGs of each batch from its position and one number drawn
+    from the epoch's seed, so the data is a function of the epoch and not
+    of the number of workers or their timing (exact resume)."""
 
-    def __init__(self, dataset, batch_sampler, collate_fn, prefetch=2):
+    def __init__(self, dataset, batch_sampler, collate_fn, prefetch=2,
+                 workers=0):
         self.dataset = dataset
         self.batch_sampler = batch_sampler
         self.collate_fn = collate_fn
         self.prefetch = prefetch
+        self.workers = int(workers)
 
     def __len__(self):
         return len(self.batch_sampler)
 
+    def __iter__(self):
+        if self.workers > 0:
+            return self._from_processes()
+        return self._from_thread()
+
+    # -- one reading thread -------------------------------------------------
     def _read(self, out, stop):
         try:
             for indices in self.batch_sampler:
@@ -60,7 +104,7 @@ class PrefetchLoader:
         except BaseException as e:  # noqa: B902  every failure must surface
             _put(out, _Failure(e), stop)
 
-    def __iter__(self):
+    def _from_thread(self):
         out, stop = queue.Queue(self.prefetch), threading.Event()
         reader = threading.Thread(target=self._read, args=(out, stop),
                                   daemon=True, name='detdistill-loader')
@@ -79,7 +123,7 @@ class PrefetchLoader:
                 if item is _END:
                     return
                 if isinstance(item, _Failure):
-                    raise item.exc  # keeps the reading thread's traceback
+                    item.raise_()  # keeps the reading thread's traceback
                 yield _to_tensors(item)
         finally:
             # The consumer stopped (end, error, Ctrl-C, abandoned epoch): the
@@ -91,6 +135,129 @@ class PrefetchLoader:
                 logger.warning('the data loader thread is still reading a '
                                'batch after {} s; not waiting for it'.format(
                                    JOIN_TIMEOUT_S))
+
+    # -- worker processes ---------------------------------------------------
+    def _from_processes(self):
+        ctx = multiprocessing.get_context('fork')  # the dataset is not sent
+        base_seed = int(np.random.randint(0, 2**31))  # after epoch seeding
+        tasks = [ctx.Queue() for _ in range(self.workers)]
+        results, stop = ctx.Queue(), ctx.Event()
+        procs = [ctx.Process(
+            target=_worker, args=(self.dataset, self.collate_fn, tasks[w],
+                                  results, stop, base_seed, w, os.getpid()),
+            daemon=True, name='detdistill-loader-{}'.format(w))
+            for w in range(self.workers)]
+        for p in procs:
+            p.start()
+        # Results reach this process through a thread: a worker killed in
+        # the middle of a message would block a read for good, and only a
+        # helper thread, not the loop, may wait in a read without a bound.
+        inbox = queue.Queue()
+        threading.Thread(target=_forward, args=(results, inbox, stop),
+                         daemon=True, name='detdistill-loader-inbox').start()
+        order = iter(self.batch_sampler)
+        sent, done, waiting = 0, 0, {}
+        try:
+            def send():
+                nonlocal sent
+                indices = next(order, None)
+                if indices is not None:
+                    tasks[sent % len(tasks)].put((sent, list(indices)))
+                    sent += 1
+            for _ in range(self.prefetch * self.workers):
+                send()
+            while done < sent:
+                if done not in waiting:
+                    try:
+                        k, item = inbox.get(timeout=POLL_S)
+                    except queue.Empty:
+                        _check_alive(procs)
+                        continue
+                    waiting[k] = item
+                    continue
+                item = waiting.pop(done)
+                done += 1
+                if isinstance(item, _Failure):
+                    item.raise_()
+                send()
+                yield _to_tensors(item)
+        finally:
+            _stop_workers(procs, tasks + [results], stop)
+
+
+def _worker(dataset, collate_fn, tasks, results, stop, base_seed, worker,
+            parent):
+    """A loader process: (k, indices) -> (k, batch or _Failure) until told
+    to stop, its parent is gone, or None arrives."""
+    # Ctrl-C, and a launcher's SIGTERM, reach the whole process group: the
+    # parent handles them and stops the workers, which must not die in the
+    # middle of a message.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    results.cancel_join_thread()  # exiting never waits on the result pipe
+    while not stop.is_set():
+        try:
+            task = tasks.get(timeout=POLL_S)
+        except queue.Empty:
+            if os.getppid() != parent:
+                return
+            continue
+        if task is None:
+            return
+        k, indices = task
+        seed = (base_seed * 1000003 + k) % 2**32
+        random.seed(seed)
+        np.random.seed(seed)
+        try:
+            out = collate_fn([dataset[i] for i in indices])
+        except BaseException as e:  # noqa: B902  every failure must surface
+            out = _Failure.in_worker(e, worker)
+        results.put((k, out))
+
+
+def _forward(results, inbox, stop):
+    while not stop.is_set():
+        try:
+            inbox.put(results.get(timeout=POLL_S))
+        except queue.Empty:
+            continue
+        except (EOFError, OSError, ValueError):  # closed: the loader ended
+            return
+
+
+def _check_alive(procs):
+    dead = [p for p in procs if p.exitcode is not None]
+    if dead:
+        raise RuntimeError('data loader worker {} (pid {}) ended with exit '
+                           'code {} without a result (killed, or out of '
+                           'memory?)'.format(dead[0].name, dead[0].pid,
+                                             dead[0].exitcode))
+
+
+def _stop_workers(procs, queues, stop):
+    """Ask, then make: stop flag and a None each, a bounded join, terminate,
+    kill. Queues are closed without waiting for their pipes."""
+    stop.set()
+    for q in queues:
+        q.cancel_join_thread()
+    for q in queues[:len(procs)]:
+        try:
+            q.put_nowait(None)
+        except (ValueError, OSError, queue.Full):
+            pass
+    for p in procs:
+        p.join(JOIN_TIMEOUT_S)
+    for p in procs:
+        if p.is_alive():
+            logger.warning('data loader worker {} did not stop within {} s: '
+                           'terminating it'.format(p.name, JOIN_TIMEOUT_S))
+            p.terminate()
+            p.join(JOIN_TIMEOUT_S)
+            if p.is_alive():
+                p.kill()
+                p.join(JOIN_TIMEOUT_S)
+    for q in queues:
+        q.close()
 
 
 def _put(out, item, stop):
@@ -118,13 +285,12 @@ def _to_tensors(batch):
 
 def build_loader(reader, dataset, worker_num, batch_sampler=None):
     """ppdet's BaseDataLoader.__call__ (TrainReader, EvalReader, TestReader)
-    without its two flaws: it starts an iterator (prefetch thread or
-    workers) at once, which draws random numbers concurrently with the first
-    epoch and breaks exact resume; and with `worker_num: 0` it reads through
-    Paddle's single-process DataLoader, which hangs when a transform raises.
-    Here batches are read only when the loop iterates, after seeding, by
-    PrefetchLoader. `batch_sampler` defaults to the reader's own (shuffle,
-    drop_last, split across ranks)."""
+    without its flaws: it starts an iterator (prefetch thread or workers) at
+    once, which draws random numbers concurrently with the first epoch and
+    breaks exact resume; and its Paddle DataLoader can hang on errors (see
+    above). Here batches are read only when the loop iterates, after
+    seeding, by PrefetchLoader. `batch_sampler` defaults to the reader's own
+    (shuffle, drop_last, split across ranks)."""
     dataset.check_or_download_dataset()
     dataset.parse_dataset()
     dataset.set_transform(reader._sample_transforms)
@@ -138,14 +304,8 @@ def build_loader(reader, dataset, worker_num, batch_sampler=None):
 
 
 def make_loader(dataset, batch_sampler, collate_fn, worker_num, batch_size):
-    """Our PrefetchLoader, or Paddle's multi-process loader with
-    `worker_num` workers."""
-    if worker_num:
-        loader = paddle.io.DataLoader(
-            dataset, batch_sampler=batch_sampler, collate_fn=collate_fn,
-            num_workers=worker_num, return_list=False,
-            use_shared_memory=False)
-    else:
-        loader = PrefetchLoader(dataset, batch_sampler, collate_fn)
+    """A PrefetchLoader reading in a thread, or in `worker_num` processes."""
+    loader = PrefetchLoader(dataset, batch_sampler, collate_fn,
+                            workers=worker_num)
     loader.batch_size = batch_size
     return loader
