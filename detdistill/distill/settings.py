@@ -1,0 +1,250 @@
+"""The `Distill:` block of a student config, read and checked in one place.
+
+    Distill:
+      losses:                  # one entry per loss, under a name of your
+        l2:                    # choice; `type` defaults to that name
+          type: l2             # l2 | fine_grained | kl | ld | a registered
+                               # loss class
+          weight: 100          # default: the loss's own (DEFAULT_WEIGHTS)
+          pairs: [[student_layer, teacher_layer], ...]  # default: the
+                               # loss's own (a GFL loss: {reg: [...], cls:
+                               # [...]})
+          obj_target: soft     # any other key: an option of the loss class
+      teacher:
+        compile: auto          # Paddle Inference + oneDNN forward on CPU
+        cache: auto            # one forward per distinct training image
+        cache_mb: 1024
+        precision: float32     # float32 | float16 | bfloat16
+        emulate_precision: false  # round to `precision` in float32
+      unlabeled:
+        list: null             # images without labels, one path per line,
+        dir: null              # relative to TrainDataset.dataset_dir
+        batch_size: null       # default: TrainReader.batch_size
+        weight: 1.0            # x each loss's weight on unlabeled images
+
+Without `losses` the run distils with L2 (`use_fine_grained_loss: true`,
+PaddleDetection's own switch, picks the fine-grained loss instead). From
+the command line: `-o Distill.losses.l2.weight=10`,
+`-o Distill.losses.kl.temperature=2`, `-o Distill.teacher.cache=false`.
+
+The flat keys of earlier versions (`distill_loss`, `distill_loss_weight`,
+`teacher_cache`, ..., and loss class blocks such as `FineGrainedDistill:
+{obj_target: soft}`) still work: each is translated here, with a one-line
+notice naming its new place.
+"""
+import copy
+import difflib
+
+from ..errors import ConfigError
+
+__all__ = ['DEFAULTS', 'LOSS_TYPES', 'DEFAULT_WEIGHTS', 'DEPRECATED',
+           'LossEntry', 'DistillSettings', 'distill_settings',
+           'loss_class_name']
+
+# Every setting and its default; `losses: None` means the default loss.
+DEFAULTS = {
+    'losses': None,
+    'teacher': {'compile': 'auto', 'cache': 'auto', 'cache_mb': 1024,
+                'precision': 'float32', 'emulate_precision': False},
+    'unlabeled': {'list': None, 'dir': None, 'batch_size': None,
+                  'weight': 1.0},
+}
+DEFAULT_LOSS = 'l2'
+LOSS_TYPES = {'l2': 'L2Distill', 'fine_grained': 'FineGrainedDistill',
+              'kl': 'KLDistill', 'ld': 'LDDistill'}
+# L2 and fine-grained follow PaddleDetection's recipes (0.5 VOC L2: 100;
+# DistillYOLOv3Loss: 1000). KL takes the fine-grained weight (its terms are
+# means over the same cells). Other losses: 1 (LDDistill weighs its
+# components itself).
+DEFAULT_WEIGHTS = {'L2Distill': 100., 'FineGrainedDistill': 1000.,
+                   'KLDistill': 1000.}
+PRECISIONS = ('float32', 'float16', 'bfloat16')
+# flat key of earlier versions -> its place in the Distill block; the loss
+# keys go to the one loss entry (ambiguous with several: an error)
+DEPRECATED = {
+    'distill_loss': 'losses.<name>',
+    'distill_loss_weight': 'losses.<name>.weight',
+    'distill_pairs': 'losses.<name>.pairs',
+    'temperature': 'losses.<name>.temperature',
+    'teacher_cache': 'teacher.cache',
+    'teacher_cache_mb': 'teacher.cache_mb',
+    'teacher_compile': 'teacher.compile',
+    'teacher_precision': 'teacher.precision',
+    'unlabeled_list': 'unlabeled.list',
+    'unlabeled_dir': 'unlabeled.dir',
+    'unlabeled_batch_size': 'unlabeled.batch_size',
+    'unlabeled_distill_weight': 'unlabeled.weight',
+}
+
+
+def loss_class_name(type_):
+    """'l2' -> 'L2Distill'; a class name stays itself."""
+    return LOSS_TYPES.get(type_, type_)
+
+
+class LossEntry:
+    """One entry of `Distill.losses`: its name (a prefix of its logged
+    components when there are several), the loss class name, the weight,
+    the pairs (None: the loss's own) and the class's options."""
+
+    def __init__(self, name, type_, weight, pairs, options):
+        self.name, self.type, self.weight = name, type_, weight
+        self.pairs, self.options = pairs, options
+
+    def __repr__(self):
+        return 'LossEntry({!r}, {}, weight={}, pairs={}, options={})'.format(
+            self.name, self.type, self.weight, self.pairs, self.options)
+
+
+class DistillSettings:
+    """The resolved block: `losses` (LossEntry list), `teacher` and
+    `unlabeled` (dicts with every key of DEFAULTS), and `notices` (one line
+    per deprecated key that was translated)."""
+
+    def __init__(self, losses, teacher, unlabeled, notices):
+        self.losses, self.teacher, self.unlabeled = losses, teacher, unlabeled
+        self.notices = notices
+
+    @property
+    def has_unlabeled(self):
+        return bool(self.unlabeled['list'] or self.unlabeled['dir'])
+
+
+def _check_known(block, known, where):
+    for key in block:
+        if key not in known:
+            hint = difflib.get_close_matches(key, list(known), n=1)
+            raise ConfigError("unknown key '{}.{}'{}".format(
+                where, key, " (did you mean '{}.{}'?)".format(where, hint[0])
+                if hint else ''))
+
+
+def _losses(cfg, block, flat):
+    """Distill.losses, or the loss `distill_loss` / `use_fine_grained_loss`
+    asks for, or the default; then the deprecated keys of one entry and the
+    loss class blocks."""
+    losses = block.get('losses')
+    if 'distill_loss' in flat:
+        if losses:
+            raise ConfigError('distill_loss={} and Distill.losses both choose '
+                              'the loss: set one of them'.format(
+                                  flat['distill_loss']))
+        losses = {flat['distill_loss']: {}}
+    if cfg.get('use_fine_grained_loss'):  # PaddleDetection's own switch
+        types = {loss_class_name((e or {}).get('type', n))
+                 for n, e in (losses or {}).items()}
+        if types - {'FineGrainedDistill'}:
+            raise ConfigError(
+                'use_fine_grained_loss=true asks for the fine-grained loss '
+                'but the config asks for {}: set one of them'.format(
+                    ', '.join(sorted(types))))
+        losses = losses or {'fine_grained': {}}
+    losses = {n: dict(e or {}) for n, e in (losses or {DEFAULT_LOSS: {}})
+              .items()}
+    for key, sub in (('distill_loss_weight', 'weight'),
+                     ('distill_pairs', 'pairs'),
+                     ('temperature', 'temperature')):
+        if key in flat:
+            if len(losses) > 1:
+                raise ConfigError('{} sets one loss, but Distill.losses lists '
+                                  '{}: set {} in each entry'.format(
+                                      key, ', '.join(losses), sub))
+            next(iter(losses.values()))[sub] = flat[key]
+    for entry_name, entry in losses.items():
+        cls = loss_class_name(entry.get('type', entry_name))
+        if isinstance(cfg.get(cls), dict):  # `FineGrainedDistill: {...}`
+            losses[entry_name] = dict(cfg[cls], **entry)
+    return losses
+
+
+def _entries(losses):
+    out = []
+    for name, entry in losses.items():
+        entry = dict(entry or {})
+        if not isinstance(name, str):
+            raise ConfigError('Distill.losses: entry names must be strings, '
+                              'got {!r}'.format(name))
+        type_ = loss_class_name(entry.pop('type', name))
+        if type_ == name and name not in LOSS_TYPES.values():
+            raise ConfigError(
+                "Distill.losses.{}: no type, and '{}' is not a loss ({}, or "
+                "a registered loss class): set type".format(
+                    name, name, ', '.join(LOSS_TYPES)))
+        weight = entry.pop('weight', DEFAULT_WEIGHTS.get(type_, 1.))
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) \
+                or not 0 <= weight < float('inf'):
+            raise ConfigError('Distill.losses.{}.weight must be a number >= '
+                              '0, got {!r}'.format(name, weight))
+        pairs = entry.pop('pairs', None)
+        out.append(LossEntry(name, type_, float(weight), pairs, entry))
+    if not out:
+        raise ConfigError('Distill.losses is empty: list at least one loss')
+    return out
+
+
+def _teacher(block):
+    t = dict(DEFAULTS['teacher'], **(block or {}))
+    _check_known(block or {}, DEFAULTS['teacher'], 'Distill.teacher')
+    for key in ('compile', 'cache'):
+        if t[key] not in ('auto', True, False):
+            raise ConfigError('Distill.teacher.{} must be auto, true or '
+                              'false, got {!r}'.format(key, t[key]))
+    mb = t['cache_mb']
+    if isinstance(mb, bool) or not isinstance(mb, (int, float)) or mb <= 0:
+        raise ConfigError('Distill.teacher.cache_mb must be a number > 0, '
+                          'got {!r}'.format(mb))
+    if t['precision'] not in PRECISIONS:
+        raise ConfigError('Distill.teacher.precision must be one of {}, got '
+                          '{!r}'.format(', '.join(PRECISIONS), t['precision']))
+    if t['emulate_precision'] not in (True, False):
+        raise ConfigError('Distill.teacher.emulate_precision must be true or '
+                          'false, got {!r}'.format(t['emulate_precision']))
+    return t
+
+
+def _unlabeled(block):
+    u = dict(DEFAULTS['unlabeled'], **(block or {}))
+    _check_known(block or {}, DEFAULTS['unlabeled'], 'Distill.unlabeled')
+    w = u['weight']
+    if isinstance(w, bool) or not isinstance(w, (int, float)) or w < 0:
+        raise ConfigError('Distill.unlabeled.weight must be a number >= 0, '
+                          'got {!r}'.format(w))
+    size = u['batch_size']
+    if size is not None and (isinstance(size, bool) or
+                             not isinstance(size, int) or size < 1):
+        raise ConfigError('Distill.unlabeled.batch_size must be a positive '
+                          'integer, got {!r}'.format(size))
+    return u
+
+
+def distill_settings(cfg):
+    """The DistillSettings of the student config `cfg` (a load_config dict):
+    the Distill block over DEFAULTS, deprecated keys translated, every value
+    checked; ConfigError names the key of any problem."""
+    block = cfg.get('Distill') or {}
+    if not isinstance(block, dict):
+        raise ConfigError('Distill must be a mapping, got {!r}'.format(block))
+    _check_known(block, DEFAULTS, 'Distill')
+    block = copy.deepcopy(block)
+    losses = block.get('losses')
+    if losses is not None and not isinstance(losses, dict):
+        raise ConfigError('Distill.losses must map entry names to losses, '
+                          'e.g. {{l2: {{weight: 10}}}}; got {!r}'.format(
+                              losses))
+    flat = {k: cfg[k] for k in DEPRECATED if cfg.get(k) is not None}
+    notices = ["config key '{}' is deprecated: use Distill.{} (applied)"
+               .format(k, DEPRECATED[k]) for k in flat]
+    notices += ['config block {} is deprecated: use Distill.losses.<name>.'
+                '<option> (applied)'.format(c) for c in LOSS_TYPES.values()
+                if isinstance(cfg.get(c), dict)]
+    losses = _losses(cfg, block, flat)
+    for key, value in flat.items():
+        if DEPRECATED[key].startswith('losses'):
+            continue
+        section, sub = DEPRECATED[key].split('.')
+        if key == 'teacher_precision' and str(value).endswith('_emulated'):
+            value = value[:-len('_emulated')]
+            block.setdefault('teacher', {})['emulate_precision'] = True
+        block.setdefault(section, {})[sub] = value
+    return DistillSettings(_entries(losses), _teacher(block.get('teacher')),
+                           _unlabeled(block.get('unlabeled')), notices)
