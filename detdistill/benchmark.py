@@ -21,6 +21,7 @@ import numpy as np
 
 from .engine.callbacks import read_history
 from .engine.checkpoint import latest_checkpoint
+from .config import parse_overrides
 from .fileio import atomic_write
 from .logger import get_logger
 
@@ -661,7 +662,7 @@ def profile_step(out, repeats=10, opts=(), profile='demo'):
     student, teacher = build_model(cfg), build_model(tcfg)
     load_weights(teacher, teacher_weights(out, 0, profile))
     distiller = build_distiller(cfg, student, teacher)
-    trainer = Trainer(cfg, 'train', model=distiller)
+    trainer = Trainer(cfg, 'train', model=distiller, detector=student)
     batch = next(iter(trainer.loader))
     opt = trainer.optimizer
 
@@ -674,7 +675,7 @@ def profile_step(out, repeats=10, opts=(), profile='demo'):
     def teacher_forward():
         # the forward itself: with the teacher cache on, teacher_outputs
         # would time a cache lookup after the first call
-        distiller._teacher_forward(batch)
+        distiller.teacher.forward(batch)
 
     def distill_step():
         loss = distiller(batch)['loss']
@@ -682,14 +683,15 @@ def profile_step(out, repeats=10, opts=(), profile='demo'):
         opt.step()
         opt.clear_grad()
 
-    t_out = distiller.teacher_outputs(batch)
-    s_out = {s: paddle.randn(t_out[t].shape) for s, t in distiller.pairs}
+    t_out = distiller.teacher.outputs(batch)
+    pairs = [p for loss in distiller.losses for p in loss.pair_list()]
+    s_out = {s: paddle.randn(t_out[t].shape) for s, t in pairs}
     for v in s_out.values():
         v.stop_gradient = False
 
     def loss_only():
-        parts = distiller.distill_parts(s_out, t_out, batch)
-        paddle.add_n(list(parts.values())).backward()
+        parts = distiller.weighted_parts(s_out, t_out, batch)
+        paddle.add_n([total for total, _ in parts]).backward()
 
     fns = {'student_train_step': student_step,
            'teacher_inference_forward': teacher_forward,
@@ -712,7 +714,7 @@ def profile_step(out, repeats=10, opts=(), profile='demo'):
         med['distill_step']
     med['batch_size'] = trainer.loader.batch_size
     med['distill_method'] = method
-    med['teacher_cache'] = distiller.cache is not None
+    med['teacher_cache'] = distiller.teacher.cache is not None
     return med
 
 
@@ -886,16 +888,14 @@ def write_report(rows, profile, path, command_line, targets=None,
 
 def loss_weight(method):
     """(loss name as the log shows it, distillation weight) of a distill
-    row: its distill_loss_weight override, else the loss's default."""
-    from .distill.distiller import DEFAULT_WEIGHTS, LOSS_ALIASES
-    opts = dict(o.split('=', 1) for o in METHODS[method][2])
-    loss = 'fine_grained' if opts.get('use_fine_grained_loss') == 'true' \
-        else opts.get('distill_loss', 'l2')
-    if opts.get('FineGrainedDistill.obj_target') == 'soft':
+    row, resolved by the Distill settings of its overrides."""
+    from .distill.settings import LOSS_TYPES, distill_settings
+    entry = distill_settings(parse_overrides(METHODS[method][2])).losses[0]
+    names = {v: k for k, v in LOSS_TYPES.items()}
+    loss = names.get(entry.type, entry.type)
+    if entry.options.get('obj_target') == 'soft':
         loss += ' (soft objectness)'
-    weight = float(opts.get('distill_loss_weight', DEFAULT_WEIGHTS.get(
-        LOSS_ALIASES.get(loss.split()[0]), 1.)))
-    return loss, weight
+    return loss, entry.weight
 
 
 def sweep_table(summaries, sweep, seed=0):

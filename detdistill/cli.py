@@ -54,14 +54,15 @@ def load_detector(args):
     return cfg, detector
 
 
-def run_training(trainer, args):
-    """Callbacks, then resume (-r) or start from pretrained weights, then
-    train: the part tools/train.py and distill.py share."""
+def run_training(trainer, args, callbacks=()):
+    """Callbacks (`callbacks` first, then the defaults), then resume (-r) or
+    start from pretrained weights, then train: the part tools/train.py and
+    distill.py share."""
     from .engine import default_callbacks
     from .engine.checkpoint import latest_checkpoint
     from .weights import load_pretrain
-    trainer.callbacks = default_callbacks(trainer.cfg, args.use_vdl,
-                                          args.vdl_log_dir)
+    trainer.callbacks = list(callbacks) + default_callbacks(
+        trainer.cfg, args.use_vdl, args.vdl_log_dir)
     if args.resume:
         trainer.resume(args.resume)
     else:

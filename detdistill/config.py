@@ -16,6 +16,7 @@ import yaml
 from ppdet.core import workspace
 from ppdet.core.config.schema import SchemaDict
 
+from .distill.settings import DEPRECATED
 from .errors import ConfigError
 
 __all__ = ['ConfigError', 'load_config', 'parse_overrides', 'activate',
@@ -31,14 +32,11 @@ KNOWN_KEYS = {
     'epoch', 'export', 'worker_num', 'filename', 'use_vdl', 'vdl_log_dir',
     'amp', 'amp_level', 'init_loss_scaling', 'find_unused_parameters',
     'use_ema', 'ema_decay', 'ema_decay_type', 'seed', 'data_format',
-    # distillation (slim/distillation/distill.py)
-    'use_fine_grained_loss', 'distill_loss', 'distill_loss_weight',
-    'distill_pairs', 'temperature', 'teacher_cache', 'teacher_cache_mb',
-    'teacher_compile', 'teacher_precision',
-    # unlabeled images (distill.py --unlabeled_list / --unlabeled_dir)
-    'unlabeled_list', 'unlabeled_dir', 'unlabeled_batch_size',
-    'unlabeled_distill_weight',
-}
+    # distillation (slim/distillation/distill.py): the Distill block and
+    # PaddleDetection's switch; the flat keys of earlier versions are read
+    # as deprecated aliases (distill/settings.py)
+    'Distill', 'use_fine_grained_loss',
+} | set(DEPRECATED)
 # PaddleDetection keys this toolkit does not implement: accepted only when
 # off (runtime.yml lists them), an error when set, so that nobody believes a
 # feature is on that is not.

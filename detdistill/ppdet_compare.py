@@ -131,8 +131,8 @@ def compare_steps(profile='demo', repeats=10, num_batches=4, opts=(),
     from .weights import load_weights
     one_thread()
     cfg, tcfg = _configs(profile, list(opts) + [
-        'use_fine_grained_loss=true', 'teacher_cache=false',
-        'teacher_compile=false'])
+        'use_fine_grained_loss=true', 'Distill.teacher.cache=false',
+        'Distill.teacher.compile=false'])
     paddle.seed(seed)
     student0 = build_model(cfg)
     state = {k: v.clone() for k, v in student0.state_dict().items()}
@@ -146,14 +146,14 @@ def compare_steps(profile='demo', repeats=10, num_batches=4, opts=(),
         s.set_state_dict(state)
         return s
     trainer = Trainer(cfg, 'train', model=build_distiller(
-        cfg, student0, teacher))
+        cfg, student0, teacher), detector=student0)
     batches = [b for _, b in zip(range(num_batches), trainer.loader)]
     steps = trainer.steps_per_epoch
 
     ours = trainer.model
-    cached = build_distiller(dict(cfg, teacher_cache=True), student(),
+    cached = build_distiller(_teacher_option(cfg, cache=True), student(),
                              teacher)
-    compiled = build_distiller(dict(cfg, teacher_compile=True), student(),
+    compiled = build_distiller(_teacher_option(cfg, compile=True), student(),
                                teacher)
     alone = student()
     pp = build_ppdet_distill_model(cfg, os.path.join(
@@ -170,7 +170,7 @@ def compare_steps(profile='demo', repeats=10, num_batches=4, opts=(),
     t_copy.set_state_dict(t_state)
     t_copy.eval()
     static = paddle.jit.to_static(
-        _PairedForward(t_copy, [t for _, t in ours.pairs]), full_graph=True,
+        _PairedForward(t_copy, ours.teacher.names), full_graph=True,
         input_spec=[paddle.static.InputSpec([None, 3, None, None],
                                             'float32', 'image')])
 
@@ -187,8 +187,8 @@ def compare_steps(profile='demo', repeats=10, num_batches=4, opts=(),
             cached, _optimizer(cfg, cached.student, steps)),
         'student_train_step': _train_step(
             alone, _optimizer(cfg, alone, steps)),
-        'teacher_forward': ours._teacher_forward,
-        'teacher_forward_compiled': compiled._teacher_forward,
+        'teacher_forward': ours.teacher.forward,
+        'teacher_forward_compiled': compiled.teacher.forward,
         'teacher_forward_to_static': to_static_teacher,
         'ppdet_teacher_forward': ppdet_teacher,
     }
@@ -198,29 +198,38 @@ def compare_steps(profile='demo', repeats=10, num_batches=4, opts=(),
     for b in batches:
         for f in fns.values():
             f(b)
-    compiled_ok = compiled.compiled.active
-    eager_out = ours._eager_teacher_forward(batches[0])
-    check = max_relative_error(compiled._teacher_forward(batches[0]),
+    compiled_ok = compiled.teacher.compiled.active
+    eager_out = ours.teacher.eager(batches[0])
+    check = max_relative_error(compiled.teacher.forward(batches[0]),
                                eager_out) if compiled_ok else None
     static_check = max_relative_error(dict(zip(
-        [t for _, t in ours.pairs], static(batches[0]['image']))), eager_out)
+        ours.teacher.names, static(batches[0]['image']))), eager_out)
     if not compiled_ok:
         for k in ('ours_distill_step_compiled', 'teacher_forward_compiled'):
             del fns[k]
-    seen = cached.cache.hits, cached.cache.misses
+    cache = cached.teacher.cache
+    seen = cache.hits, cache.misses
     res = time_round_robin(fns, batches, repeats)
     out = {'steps': res, 'batch_size': trainer.loader.batch_size,
            'image_size': list(batches[0]['image'].shape[2:]),
            'num_batches': len(batches),
-           'cache': cached.cache.summary(),
-           'cache_timed': {'hits': cached.cache.hits - seen[0],
-                           'misses': cached.cache.misses - seen[1]},
+           'cache': cache.summary(),
+           'cache_timed': {'hits': cache.hits - seen[0],
+                           'misses': cache.misses - seen[1]},
            'compiled_teacher': {'active': compiled_ok,
                                 'max_relative_error': check,
-                                'why_not': compiled.compiled.failed or None},
+                                'why_not': compiled.teacher.compiled.failed or
+                                None},
            'to_static_max_relative_error': static_check}
     out['ratios'] = _ratios(res)
     return out
+
+
+def _teacher_option(cfg, **options):
+    """`cfg` with Distill.teacher options set."""
+    block = dict(cfg.get('Distill') or {})
+    block['teacher'] = dict(block.get('teacher') or {}, **options)
+    return dict(cfg, Distill=block)
 
 
 def _ratios(res):

@@ -104,8 +104,10 @@ def to_static_distiller_check(opts=()):
     paddle.set_device('cpu')
     cfg = load_config(os.path.join(ROOT, STUDENT), list(opts))
     teacher = build_model(load_config(os.path.join(ROOT, TEACHER)))
-    distiller = build_distiller(cfg, build_model(cfg), teacher)
-    batch = next(iter(Trainer(cfg, 'train', model=distiller).loader))
+    student = build_model(cfg)
+    distiller = build_distiller(cfg, student, teacher)
+    batch = next(iter(Trainer(cfg, 'train', model=distiller,
+                              detector=student).loader))
     distiller.train()
 
     from .engine.callbacks import LogOnly

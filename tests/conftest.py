@@ -36,16 +36,18 @@ def demo_voc(tmp_path_factory):
     return out
 
 
-def tiny_opts(data_dir, save_dir, epoch=1, **extra):
+def tiny_opts(data_dir, save_dir, epoch=1, distill=None, **extra):
     """-o overrides: the demo configs on `data_dir`, batch 4, checkpoints
     under `save_dir`, a log line every 2 steps, an eager teacher (compiling
     it costs a child process per run: tests/test_compiled_teacher.py turns
-    it on)."""
+    it on); `distill`: Distill settings by their path in the block, e.g.
+    {'losses.l2.weight': 0.01, 'teacher.cache': True}."""
     opts = {'TrainDataset.dataset_dir': data_dir,
             'EvalDataset.dataset_dir': data_dir,
             'TrainReader.batch_size': 4, 'save_dir': save_dir,
-            'epoch': epoch, 'snapshot_epoch': 1, 'log_iter': 2,
-            'teacher_compile': False}
+            'epoch': epoch, 'snapshot_epoch': 1, 'log_iter': 2}
+    for k, v in dict({'teacher.compile': False}, **(distill or {})).items():
+        opts['Distill.' + k] = v
     opts.update(extra)
     return ['{}={}'.format(k, v) for k, v in opts.items()]
 
@@ -61,7 +63,8 @@ def distiller_and_batch(data_dir, tmp_path, teacher_weights, **opts):
     teacher = build_model(load_config(TEACHER))
     teacher.set_state_dict(paddle.load(teacher_weights))
     d = build_distiller(cfg, build_model(cfg), teacher)
-    return d, next(iter(Trainer(cfg, 'train', model=d).loader))
+    return d, next(iter(Trainer(cfg, 'train', model=d,
+                                detector=d.student).loader))
 
 
 def evaluate_independently(config, opts, weights):

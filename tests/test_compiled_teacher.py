@@ -42,31 +42,31 @@ def test_nearest_upsampling_rewrite_gives_interpolates_values():
 def test_compiled_teacher_matches_eager_within_tolerance(
         demo_voc, tmp_path, teacher_weights, log_lines):
     d, batch = distiller_and_batch(
-        demo_voc, tmp_path, teacher_weights, teacher_compile='true',
-        teacher_cache='false')
-    eager = d._eager_teacher_forward(batch)
-    first = d._teacher_forward(batch)  # checked, then compiled from here on
-    assert d.compiled.active and not d.compiled.failed
-    assert 0 <= d.compiled.max_relative_error <= TOLERANCE
-    assert max_relative_error(first, eager) == d.compiled.max_relative_error
+        demo_voc, tmp_path, teacher_weights,
+        distill={'teacher.compile': True, 'teacher.cache': False})
+    eager = d.teacher.eager(batch)
+    first = d.teacher.forward(batch)  # checked, then compiled from here on
+    assert d.teacher.compiled.active and not d.teacher.compiled.failed
+    assert 0 <= d.teacher.compiled.max_relative_error <= TOLERANCE
+    assert max_relative_error(first, eager) == d.teacher.compiled.max_relative_error
     assert len([x for x in log_lines if x.startswith(
         'Teacher forward compiled (Paddle Inference, oneDNN')]) == 1
     # Every call is the predictor's output, within the tolerance.
-    direct = onednn_predictor.run(d.compiled.predictor,
+    direct = onednn_predictor.run(d.teacher.compiled.predictor,
                                   batch['image'].numpy())
-    second = d._teacher_forward(batch)
+    second = d.teacher.forward(batch)
     assert sorted(second) == sorted(first) == sorted(eager)
-    for name, out in zip(d.compiled.names, direct):
+    for name, out in zip(d.teacher.compiled.names, direct):
         np.testing.assert_array_equal(first[name].numpy(), out)
         np.testing.assert_array_equal(second[name].numpy(), out)
     # Another batch size (a cache's partial batch) reuses the program.
     part = _rows(batch, [0, 2], 4)
-    assert max_relative_error(d._teacher_forward(part),
-                              d._eager_teacher_forward(part)) <= TOLERANCE
+    assert max_relative_error(d.teacher.forward(part),
+                              d.teacher.eager(part)) <= TOLERANCE
     # A distillation step with it gives the eager step's loss.
     d.train()
     compiled_loss = float(d(batch)['distill_loss'])
-    d.compiled = None
+    d.teacher.compiled = None
     eager_loss = float(d(batch)['distill_loss'])
     assert compiled_loss == pytest.approx(eager_loss, rel=1e-4)
 
@@ -74,13 +74,13 @@ def test_compiled_teacher_matches_eager_within_tolerance(
 def test_compiled_teacher_falls_back_to_eager(demo_voc, tmp_path,
                                               teacher_weights, log_lines):
     d, batch = distiller_and_batch(
-        demo_voc, tmp_path, teacher_weights, teacher_compile='false')
-    assert d.compiled is None
-    names = [t for _, t in d.pairs]
+        demo_voc, tmp_path, teacher_weights)
+    assert d.teacher.compiled is None
+    names = [t for _, t in d.losses[0].pairs]
     # A tolerance no output can meet: the real check fails.
-    c = CompiledTeacher(d.teacher, names, d._eager_teacher_forward,
+    c = CompiledTeacher(d.teacher.model, names, d.teacher.eager,
                         tolerance=-1.)
-    eager = d._eager_teacher_forward(batch)
+    eager = d.teacher.eager(batch)
     for _ in range(2):
         out = c(batch)
         for name in names:
@@ -93,9 +93,9 @@ def test_compiled_teacher_falls_back_to_eager(demo_voc, tmp_path,
     why = _runs_in_child(str(tmp_path / 'missing'), (1, 3, 32, 32), 1)
     assert why.startswith('exit 1: ')
     # Layers the compiled forward does not reach stay eager.
-    assert supports(d.teacher, ['yolo_head.loss']) == \
+    assert supports(d.teacher.model, ['yolo_head.loss']) == \
         'a paired layer lies outside backbone, neck and head outputs'
-    assert supports(d.teacher, names) is None
+    assert supports(d.teacher.model, names) is None
 
 
 def test_resume_with_the_compiled_teacher_gives_the_uninterrupted_weights(
@@ -103,17 +103,17 @@ def test_resume_with_the_compiled_teacher_gives_the_uninterrupted_weights(
     """Both runs compile the teacher at their first step; the resumed run's
     weights equal the uninterrupted run's, bit for bit."""
     assert_resume_is_exact(STUDENT, TEACHER, teacher_weights, demo_voc,
-                           tmp_path, 2, distill_loss_weight=0.01,
-                           teacher_compile=True)
+                           tmp_path, 2, distill={'losses.l2.weight': 0.01,
+                                                 'teacher.compile': True})
     assert len([x for x in log_lines if x.startswith(
         'Teacher forward compiled')]) == 3
 
 
-def test_teacher_compile_must_be_a_boolean(demo_voc, tmp_path):
-    cfg = load_config(STUDENT, tiny_opts(demo_voc, str(tmp_path),
-                                         teacher_compile=2))
-    with pytest.raises(ConfigError, match='teacher_compile must be true or '
-                       'false'):
+def test_teacher_compile_must_be_auto_or_a_boolean(demo_voc, tmp_path):
+    cfg = load_config(STUDENT, tiny_opts(demo_voc, str(tmp_path), distill={
+        'teacher.compile': 2}))
+    with pytest.raises(ConfigError, match='Distill.teacher.compile must be '
+                       'auto, true or false, got 2'):
         build_distiller(cfg, build_model(cfg),
                         build_model(load_config(TEACHER)))
 

@@ -34,27 +34,27 @@ def test_teacher_is_frozen_and_only_student_learns(demo_voc, tmp_path,
                                                    teacher_weights, loss):
     cfg, distiller = _distiller(demo_voc, tmp_path, teacher_weights,
                                 'distill_loss=' + loss)
-    trainer = Trainer(cfg, model=distiller)
+    trainer = Trainer(cfg, model=distiller, detector=distiller.student)
     for _ in range(50):  # into the LR warmup, so updates are visible
         trainer.lr.step()
     t_before = {k: v.numpy().copy() for k, v in
-                distiller.teacher.state_dict().items()}
+                distiller.teacher.model.state_dict().items()}
     s_before = {k: v.numpy().copy() for k, v in
                 distiller.student.state_dict().items()}
     distiller.train()
-    assert not distiller.teacher.training  # BN stays in eval mode
+    assert not distiller.teacher.model.training  # BN stays in eval mode
     batches = iter(trainer.loader)
     for _ in range(3):
         out = distiller(next(batches))
         assert {'loss', 'det_loss', 'distill_loss'} <= set(out)
         assert float(out['distill_loss']) > 0
         out['loss'].backward()
-        assert all(p.grad is None for p in distiller.teacher.parameters())
+        assert all(p.grad is None for p in distiller.teacher.model.parameters())
         assert any(p.grad is not None and float(p.grad.abs().sum()) > 0
                    for p in distiller.student.parameters())
         trainer.optimizer.step()
         trainer.optimizer.clear_grad()
-    for k, v in distiller.teacher.state_dict().items():
+    for k, v in distiller.teacher.model.state_dict().items():
         assert np.array_equal(v.numpy(), t_before[k]), k  # BN stats included
     changed = [k for k, v in distiller.student.state_dict().items()
                if not np.array_equal(v.numpy(), s_before[k])]
@@ -75,7 +75,7 @@ def test_shape_mismatch_lists_both_models(demo_voc, tmp_path,
     cfg, distiller = _distiller(
         demo_voc, tmp_path, teacher_weights,
         "distill_pairs=[[yolo_head.yolo_output.0, yolo_head.yolo_output.1]]")
-    trainer = Trainer(cfg, model=distiller)
+    trainer = Trainer(cfg, model=distiller, detector=distiller.student)
     distiller.train()
     with pytest.raises(PairingError) as e:
         distiller(next(iter(trainer.loader)))
@@ -186,11 +186,11 @@ def test_num_classes_override_reaches_the_teacher(demo_voc, tmp_path):
                            tiny_opts(demo_voc, str(tmp_path / 'run'),
                                      num_classes=8))
     saved = paddle.load(teacher_ckpt)
-    for model in (trainer.model.teacher, trainer.model.student):
+    for model in (trainer.model.teacher.model, trainer.model.student):
         # 3 anchors x (5 + 8 classes) output channels per level
         assert model.state_dict()['yolo_head.yolo_output.0.weight'] \
             .shape[0] == 39
-    for k, v in trainer.model.teacher.state_dict().items():
+    for k, v in trainer.model.teacher.model.state_dict().items():
         assert np.array_equal(v.numpy(), saved[k].numpy()), k
     assert trainer.state['step'] == 8
     # without the override the same file does not fit the 6-class teacher

@@ -107,6 +107,12 @@ def _case(seed=0):
     return s, t, labels, vlr
 
 
+def _groups(outputs):
+    """[reg per level..., cls per level...] -> LDDistill's pair groups."""
+    half = len(outputs) // 2
+    return {'reg': outputs[:half], 'cls': outputs[half:]}
+
+
 def test_ld_loss_equals_the_reference_formula():
     s, t, labels, vlr = _case()
     w = {'ld': 0.25, 'vlr_ld': 0.5, 'kd': 2.0, 'vlr_kd': 0.7}
@@ -116,8 +122,9 @@ def test_ld_loss_equals_the_reference_formula():
                for x in s]
     teacher = [paddle.to_tensor(x, 'float32', stop_gradient=False)
                for x in t]
-    out = loss(student, teacher, {'labels': paddle.to_tensor(labels),
-                                  'vlr_regions': paddle.to_tensor(vlr)})
+    out = loss(_groups(student), _groups(teacher), {
+        'labels': paddle.to_tensor(labels),
+        'vlr_regions': paddle.to_tensor(vlr)})
     # the reference in float64, on the float32 values the loss saw
     ref = _reference([x.astype('float32').astype('float64') for x in s],
                      [x.astype('float32').astype('float64') for x in t],
@@ -137,8 +144,8 @@ def test_ld_defaults_identical_outputs_and_zero_weights():
         'ld': 0.25, 'vlr_ld': 0.25, 'kd': 0., 'vlr_kd': 0.}
     batch = {'labels': paddle.to_tensor(labels),
              'vlr_regions': paddle.to_tensor(vlr)}
-    out = loss([paddle.to_tensor(x, 'float32') for x in s],
-               [paddle.to_tensor(x, 'float32') for x in t], batch)
+    out = loss(_groups([paddle.to_tensor(x, 'float32') for x in s]),
+               _groups([paddle.to_tensor(x, 'float32') for x in t]), batch)
     ref = _reference([x.astype('float32').astype('float64') for x in s],
                      [x.astype('float32').astype('float64') for x in t],
                      labels, vlr.astype('float64'), 3, 10.,
@@ -146,7 +153,7 @@ def test_ld_defaults_identical_outputs_and_zero_weights():
     assert list(out) == ['ld', 'vlr_ld']  # weight 0: not computed, not logged
     for k in out:
         assert float(out[k]) == pytest.approx(ref[k], rel=2e-6), k
-    same = [paddle.to_tensor(x, 'float32') for x in s]
+    same = _groups([paddle.to_tensor(x, 'float32') for x in s])
     out = LDDistill(num_classes=3, kd_weight=1., vlr_kd_weight=1.)(
         same, same, batch)
     assert all(float(v) == 0 for v in out.values())
@@ -266,7 +273,7 @@ def test_converged_gfl_configs_distill_at_128px(demo_voc, tmp_path,
     missing, unexpected = teacher.set_state_dict(paddle.load(gfl_teacher))
     assert not missing and not unexpected
     d = build_distiller(cfg, build_model(cfg), teacher)
-    batch = next(iter(Trainer(cfg, model=d).loader))
+    batch = next(iter(Trainer(cfg, model=d, detector=d.student).loader))
     assert list(batch['image'].shape) == [4, 3, 128, 128]
     # GFL's targets, not the YOLOv3 ones (target0..2) of converged.yml
     assert 'vlr_regions' in batch and not any(k.startswith('target')
@@ -292,16 +299,19 @@ def gfl_teacher(tmp_path_factory):
 def test_pairs_settings_and_pairing_errors(demo_voc, tmp_path, gfl_teacher):
     cfg, d = _gfl_distiller(demo_voc, tmp_path, gfl_teacher,
                             'temperature=4', 'LDDistill.kd_weight=0.5')
-    assert d.pairs == [(n, n) for n in [
-        'head.p3_feat', 'head.p4_feat', 'head.p5_feat', 'head.gfl_head_cls#0',
-        'head.gfl_head_cls#1', 'head.gfl_head_cls#2']]
-    assert d.distill_loss.temperature == 4. and d.weight == 1.
-    assert d.distill_loss.weights['kd'] == 0.5
+    assert d.losses[0].pairs == {
+        'reg': [(n, n) for n in ['head.p3_feat', 'head.p4_feat',
+                                 'head.p5_feat']],
+        'cls': [(n, n) for n in ['head.gfl_head_cls#0', 'head.gfl_head_cls#1',
+                                 'head.gfl_head_cls#2']]}
+    assert d.losses[0].module.temperature == 4. and d.losses[0].weight == 1.
+    assert d.losses[0].module.weights['kd'] == 0.5
     # a plain name of the classifier shared by the levels is refused
-    cfg, d = _gfl_distiller(demo_voc, tmp_path, gfl_teacher,
-                            'distill_pairs=[[head.gfl_head_cls, '
-                            'head.gfl_head_cls]]')
-    trainer = Trainer(cfg, model=d)
+    cfg, d = _gfl_distiller(
+        demo_voc, tmp_path, gfl_teacher,
+        'distill_pairs={reg: [[head.p3_feat, head.p3_feat]], '
+        'cls: [[head.gfl_head_cls, head.gfl_head_cls]]}')
+    trainer = Trainer(cfg, model=d, detector=d.student)
     d.train()
     with pytest.raises(PairingError, match=r'head\.gfl_head_cls \(3 calls\)'):
         d(next(iter(trainer.loader)))
@@ -313,6 +323,12 @@ def test_pairs_settings_and_pairing_errors(demo_voc, tmp_path, gfl_teacher):
     cfg = load_config(GFL_STUDENT, tiny_opts(demo_voc, str(tmp_path)) + [
         'distill_loss=ld', 'unlabeled_list=x.txt'])
     with pytest.raises(ConfigError, match='unlabeled'):
+        build_distiller(cfg, build_model(cfg), build_model(cfg))
+    # pairs in the wrong shape for a loss of two groups
+    cfg = load_config(GFL_STUDENT, tiny_opts(demo_voc, str(tmp_path)) + [
+        'Distill.losses.ld.pairs=[[head.p3_feat, head.p3_feat]]'])
+    with pytest.raises(ConfigError, match='Distill.losses.ld.pairs must map '
+                       'reg and cls to lists'):
         build_distiller(cfg, build_model(cfg), build_model(cfg))
 
 
@@ -340,12 +356,12 @@ def full_run(demo_voc, gfl_teacher, tmp_path_factory):
 
 def test_ld_distillation_end_to_end(full_run, gfl_teacher):
     save, trainer = full_run
-    teacher = trainer.model.teacher
+    teacher = trainer.model.teacher.model
     assert not teacher.training
     saved = paddle.load(gfl_teacher)
     for k, v in teacher.state_dict().items():  # bit for bit, GN/BN included
         assert np.array_equal(v.numpy(), saved[k].numpy()), k
-    assert trainer.model.cache is not None  # deterministic reader: cached
+    assert trainer.model.teacher.cache is not None  # deterministic: cached
     hist = _history(save)
     train = [r for r in hist if r['kind'] == 'train']
     assert [r['step'] for r in train] == [2, 4, 6, 8]

@@ -119,7 +119,7 @@ def test_teacher_loss_is_that_of_the_logged_step(demo_voc, tmp_path,
     batches = list(trainer._epoch_batches(0))
     for r in train:
         batch = batches[r['step'] - 1]
-        t_out = distiller.teacher_outputs(batch)
+        t_out = distiller.teacher.outputs(batch)
         want = float(distiller._teacher_loss(t_out, batch))
         assert r['teacher_loss'] == pytest.approx(want, rel=1e-5), r['step']
 
@@ -128,12 +128,18 @@ def test_teacher_loss_is_that_of_the_logged_step(demo_voc, tmp_path,
 
 @pytest.mark.parametrize('opts, message', [
     (['use_fine_grained_loss=true', 'distill_loss=kl'],
-     'use_fine_grained_loss=true asks for the fine-grained loss but '
-     'distill_loss=kl'),
-    (['temperature=2'], 'temperature .* softens the kl and ld losses only; '
-                        'this run uses L2Distill'),
+     'use_fine_grained_loss=true asks for the fine-grained loss but the '
+     'config asks for KLDistill: set one of them'),
+    (['use_fine_grained_loss=true', 'Distill.losses.kl.weight=3'],
+     'use_fine_grained_loss=true asks for the fine-grained loss but the '
+     'config asks for KLDistill: set one of them'),
+    (['temperature=2'], "Distill.losses.l2: L2Distill has no option "
+                        "'temperature'"),
     (['use_fine_grained_loss=true', 'temperature=2'],
-     'uses FineGrainedDistill'),
+     "Distill.losses.fine_grained: FineGrainedDistill has no option "
+     "'temperature'"),
+    (['Distill.losses.kl.temprature=2'], "Distill.losses.kl: KLDistill has "
+     "no option 'temprature' \\(did you mean 'temperature'\\?\\)"),
     (['distill_loss=kl', 'temperature=0'],
      'temperature must be a finite number > 0, got 0.0'),
     (['distill_loss=kl', 'temperature=-1'],
@@ -155,7 +161,7 @@ def test_temperature_flag_reaches_the_kl_loss(demo_voc, tmp_path,
                             '--temperature', '4', '-o'] + tiny_opts(
                                 demo_voc, str(tmp_path), 1,
                                 distill_loss='kl', distill_loss_weight=0.01))
-    assert trainer.model.distill_loss.temperature == 4.0
+    assert trainer.model.losses[0].module.temperature == 4.0
 
 
 # -- 9. EMA ------------------------------------------------------------------

@@ -11,6 +11,7 @@ from conftest import ROOT, assert_resume_is_exact, tiny_opts
 from detdistill.errors import ConfigError
 from detdistill.config import build_model, load_config
 from detdistill.distill.distiller import build_distiller
+from detdistill.distill.settings import distill_settings
 from detdistill.distill.teacher_cache import (TeacherCache, _rows,
                                               build_teacher_cache,
                                               cache_blocker)
@@ -32,30 +33,30 @@ def test_cache_is_exact_and_batch_independent(demo_voc, tmp_path,
     teacher = build_model(load_config(TEACHER))
     teacher.set_state_dict(paddle.load(teacher_weights))
     d = build_distiller(cfg, build_model(cfg), teacher)
-    assert isinstance(d.cache, TeacherCache)
-    batch = next(iter(Trainer(cfg, 'train', model=d).loader))
-    eager = d._teacher_forward(batch)
-    first = d.teacher_outputs(batch)
-    assert (d.cache.hits, d.cache.misses) == (0, 8)
-    assert sorted(first) == sorted(eager) == sorted(t for _, t in d.pairs)
+    assert isinstance(d.teacher.cache, TeacherCache)
+    batch = next(iter(Trainer(cfg, 'train', model=d, detector=d.student).loader))
+    eager = d.teacher.forward(batch)
+    first = d.teacher.outputs(batch)
+    assert (d.teacher.cache.hits, d.teacher.cache.misses) == (0, 8)
+    assert sorted(first) == sorted(eager) == sorted(t for _, t in d.losses[0].pairs)
     for name in eager:  # a miss is the eager output rounded to float16
         np.testing.assert_array_equal(first[name].numpy(),
                                       _as_f16(eager[name]))
-    again = d.teacher_outputs(batch)
-    assert (d.cache.hits, d.cache.misses) == (8, 8)
+    again = d.teacher.outputs(batch)
+    assert (d.teacher.cache.hits, d.teacher.cache.misses) == (8, 8)
     for name in eager:
         np.testing.assert_array_equal(again[name].numpy(),
                                       first[name].numpy())
     # Rows 0-2 computed alone, then the batch: 3 hits, 5 computed in a
     # batch of 5, and every row equal to the batch-of-8 result.
-    d.cache = TeacherCache()
-    d.teacher_outputs(_rows(batch, [0, 1, 2], 8))
-    mixed = d.teacher_outputs(batch)
-    assert (d.cache.hits, d.cache.misses) == (3, 8)
+    d.teacher.cache = TeacherCache()
+    d.teacher.outputs(_rows(batch, [0, 1, 2], 8))
+    mixed = d.teacher.outputs(batch)
+    assert (d.teacher.cache.hits, d.teacher.cache.misses) == (3, 8)
     for name in eager:
         np.testing.assert_array_equal(mixed[name].numpy(),
                                       first[name].numpy())
-    assert d.cache.summary().startswith('teacher cache: 8 images')
+    assert d.teacher.cache.summary().startswith('teacher cache: 8 images')
 
 
 def test_cache_turns_itself_off_for_random_augmentation():
@@ -66,13 +67,18 @@ def test_cache_turns_itself_off_for_random_augmentation():
     reader = {'sample_transforms': [{'Decode': {}}, {'RandomExpand': {
         'fill_value': [0, 0, 0]}}, {'RandomFlip': {}}]}
     assert cache_blocker(reader) == 'RandomExpand'
-    assert build_teacher_cache(demo) is None  # auto: off
-    assert isinstance(build_teacher_cache(dict(demo, teacher_cache=True)),
-                      TeacherCache)  # forced
-    assert build_teacher_cache(dict(conv, teacher_cache=False)) is None
-    for bad in ({'teacher_cache': 'yes'}, {'teacher_cache_mb': 0}):
-        with pytest.raises(ConfigError, match=next(iter(bad))):
-            build_teacher_cache(dict(conv, **bad))
+    assert build_teacher_cache('auto', 64, demo['TrainReader']) is None
+    assert build_teacher_cache('auto', 64, conv['TrainReader']).budget == \
+        64 * 2 ** 20
+    forced = build_teacher_cache(True, 64, demo['TrainReader'])
+    assert isinstance(forced, TeacherCache)
+    assert build_teacher_cache(False, 64, conv['TrainReader']) is None
+    for bad, msg in (({'cache': 'yes'}, 'Distill.teacher.cache must be auto, '
+                      "true or false, got 'yes'"),
+                     ({'cache_mb': 0}, 'Distill.teacher.cache_mb must be a '
+                      'number > 0, got 0')):
+        with pytest.raises(ConfigError, match=msg):
+            distill_settings({'Distill': {'teacher': bad}})
 
 
 def test_cache_budget_stops_storing_but_keeps_rounding():

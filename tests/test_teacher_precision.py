@@ -48,27 +48,26 @@ def test_emulated_bfloat16_rounds_a_convolutions_input_weight_and_output():
 def test_emulated_teacher_is_checked_at_start_and_keeps_its_weights(
         demo_voc, tmp_path, teacher_weights, log_lines):
     d, batch = distiller_and_batch(
-        demo_voc, tmp_path, teacher_weights,
-        teacher_precision='bfloat16_emulated', teacher_compile=True,
-        teacher_cache=False)
-    assert d.compiled is None  # the emulation wraps the eager forward
-    before = {k: v.numpy().copy() for k, v in d.teacher.state_dict().items()}
-    eager = d._eager_teacher_forward(batch)
-    first = d._teacher_forward(batch)
-    lp = d.low_precision
+        demo_voc, tmp_path, teacher_weights, distill={
+            'teacher.precision': 'bfloat16', 'teacher.emulate_precision': True,
+            'teacher.compile': 'auto', 'teacher.cache': False})
+    assert d.teacher.compiled is None  # the emulation wraps the eager forward
+    before = {k: v.numpy().copy() for k, v in d.teacher.model.state_dict().items()}
+    eager = d.teacher.eager(batch)
+    first = d.teacher.forward(batch)
+    lp = d.teacher.low_precision
     assert lp.failed is None
     assert 0 < lp.max_relative_error <= TOLERANCE['bfloat16']
     assert max_relative_error(first, eager) == lp.max_relative_error
-    again = d._teacher_forward(batch)
+    again = d.teacher.forward(batch)
     for name in eager:
         assert first[name].dtype == paddle.float32
         np.testing.assert_array_equal(again[name].numpy(),
                                       first[name].numpy())
-    for k, v in d.teacher.state_dict().items():
+    for k, v in d.teacher.model.state_dict().items():
         np.testing.assert_array_equal(v.numpy(), before[k])
-    assert [x for x in log_lines if x.startswith('teacher_precision=')] == [
-        'teacher_precision=bfloat16_emulated: the teacher runs eagerly, not '
-        'compiled']
+    assert [x for x in log_lines if x.startswith('teacher precision')] == [
+        'teacher precision bfloat16: the teacher runs eagerly, not compiled']
     assert len([x for x in log_lines if x.startswith(
         'Teacher forward in bfloat16, emulated in float32')]) == 1
 
@@ -77,15 +76,16 @@ def test_drift_beyond_the_tolerance_keeps_the_teacher_float32(
         demo_voc, tmp_path, teacher_weights, log_lines, monkeypatch):
     monkeypatch.setitem(teacher_precision.TOLERANCE, 'float16', 1e-9)
     d, batch = distiller_and_batch(
-        demo_voc, tmp_path, teacher_weights,
-        teacher_precision='float16_emulated', teacher_cache=False)
-    eager = d._eager_teacher_forward(batch)
+        demo_voc, tmp_path, teacher_weights, distill={
+            'teacher.precision': 'float16', 'teacher.emulate_precision': True,
+            'teacher.cache': False})
+    eager = d.teacher.eager(batch)
     for _ in range(2):
-        out = d._teacher_forward(batch)
+        out = d.teacher.forward(batch)
         for name in eager:
             np.testing.assert_array_equal(out[name].numpy(),
                                           eager[name].numpy())
-    assert d.low_precision.failed.endswith('(tolerance 1e-09)')
+    assert d.teacher.low_precision.failed.endswith('(tolerance 1e-09)')
     stays = [x for x in log_lines if x.startswith('Teacher stays float32')]
     assert len(stays) == 1 and stays[0].startswith(
         'Teacher stays float32: float16, emulated in float32')
@@ -94,19 +94,33 @@ def test_drift_beyond_the_tolerance_keeps_the_teacher_float32(
 def test_real_low_precision_falls_back_to_float32_without_the_hardware(
         demo_voc, tmp_path, teacher_weights, log_lines):
     d, batch = distiller_and_batch(
-        demo_voc, tmp_path, teacher_weights, teacher_precision='float16',
-        teacher_cache=False)
-    assert d.low_precision is None and d.compiled is None
-    assert 'teacher_precision=float16: the teacher runs in float32 (float16 ' \
+        demo_voc, tmp_path, teacher_weights, distill={
+            'teacher.precision': 'float16', 'teacher.cache': False})
+    assert d.teacher.low_precision is None and d.teacher.compiled is None
+    assert 'teacher precision float16: the teacher runs in float32 (float16 ' \
         'runs on GPUs only)' in log_lines
     if not cpu_has_bfloat16():
         d, _ = distiller_and_batch(
-            demo_voc, tmp_path, teacher_weights, teacher_precision='bfloat16',
-            teacher_compile=True)
-        assert d.low_precision is None and not d.compiled.bfloat16
-        assert any(x.startswith('teacher_precision=bfloat16: the teacher '
+            demo_voc, tmp_path, teacher_weights, distill={
+                'teacher.precision': 'bfloat16', 'teacher.compile': True})
+        assert d.teacher.low_precision is None
+        assert not d.teacher.compiled.bfloat16
+        assert any(x.startswith('teacher precision bfloat16: the teacher '
                                 'runs in float32 (this CPU has no bfloat16')
                    for x in log_lines)
+
+
+def test_an_eager_precision_and_a_forced_compile_are_an_error(
+        demo_voc, tmp_path, teacher_weights):
+    """Emulated rounding runs the teacher eagerly: with compile true that
+    is a contradiction, said so, not a silent switch."""
+    with pytest.raises(ConfigError, match=r'Distill.teacher.precision '
+                       r'bfloat16 \(emulated\) runs the teacher eagerly, but '
+                       r'Distill.teacher.compile is true: set it to auto or '
+                       r'false'):
+        distiller_and_batch(demo_voc, tmp_path, teacher_weights, distill={
+            'teacher.precision': 'bfloat16', 'teacher.emulate_precision': True,
+            'teacher.compile': True})
 
 
 def test_cpu_bfloat16_flag_is_read_from_cpuinfo(tmp_path):
@@ -123,24 +137,23 @@ def test_onednn_bfloat16_predictor_builds_and_is_checked(
     """The predictor a bfloat16 CPU gets: on a CPU without bfloat16 Paddle
     runs it in float32, so here this checks the build path and the check."""
     d, batch = distiller_and_batch(
-        demo_voc, tmp_path, teacher_weights, teacher_cache=False)
-    c = CompiledTeacher(d.teacher, [t for _, t in d.pairs],
-                        d._eager_teacher_forward, bfloat16=True,
+        demo_voc, tmp_path, teacher_weights, distill={'teacher.cache': False})
+    c = CompiledTeacher(d.teacher.model, [t for _, t in d.losses[0].pairs],
+                        d.teacher.eager, bfloat16=True,
                         tolerance=TOLERANCE['bfloat16'])
     out = c(batch)
     assert c.active, c.failed
     assert c.max_relative_error <= TOLERANCE['bfloat16']
-    assert max_relative_error(out, d._eager_teacher_forward(batch)) == \
+    assert max_relative_error(out, d.teacher.eager(batch)) == \
         c.max_relative_error
     assert len([x for x in log_lines if x.startswith(
         'Teacher forward compiled (Paddle Inference, oneDNN, bfloat16')]) == 1
 
 
 def test_teacher_precision_must_be_a_known_type(demo_voc, tmp_path):
-    cfg = load_config(STUDENT, tiny_opts(demo_voc, str(tmp_path),
-                                         teacher_precision='fp16'))
-    with pytest.raises(ConfigError, match="teacher_precision must be one of "
-                       "float32, float16, bfloat16, float16_emulated, "
-                       "bfloat16_emulated, got 'fp16'"):
+    cfg = load_config(STUDENT, tiny_opts(demo_voc, str(tmp_path), distill={
+        'teacher.precision': 'fp16'}))
+    with pytest.raises(ConfigError, match="Distill.teacher.precision must be "
+                       "one of float32, float16, bfloat16, got 'fp16'"):
         build_distiller(cfg, build_model(cfg),
                         build_model(load_config(TEACHER)))

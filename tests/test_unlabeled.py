@@ -17,8 +17,7 @@ from detdistill.config import build_model, load_config
 from detdistill.data.unlabeled import (MixedBatchSampler, UnlabeledDataset,
                                        without_gt_ops)
 
-from detdistill.distill.distiller import build_distiller
-from detdistill.engine import Trainer
+from detdistill.distill.distiller import build_distill_trainer
 from detdistill.engine.trainer import epoch_seed
 
 RUN = 'yolov3_mobilenet_v1_demo'
@@ -44,7 +43,7 @@ def _trainer(demo_voc, tmp_path, teacher_weights, *opts):
                       list(opts))
     student, teacher = build_model(cfg), build_model(load_config(TEACHER))
     teacher.set_state_dict(paddle.load(teacher_weights))
-    return Trainer(cfg, model=build_distiller(cfg, student, teacher))
+    return build_distill_trainer(cfg, student, teacher)
 
 
 def test_unlabeled_images_get_distillation_loss_only(
@@ -63,7 +62,7 @@ def test_unlabeled_images_get_distillation_loss_only(
     assert unlabeled['image'].shape == [3, 3, 160, 160]
     assert 'target0' in labeled
 
-    out = distiller(labeled, unlabeled)
+    out = distiller((labeled, unlabeled))
     # the detection loss is the student's loss on the labeled batch alone
     alone = distiller.student(labeled)['loss']
     assert float(out['det_loss']) == float(alone)
@@ -72,15 +71,16 @@ def test_unlabeled_images_get_distillation_loss_only(
     # the student (given the labeled targets, which the head outputs do not
     # depend on) and an eval-mode teacher forward, recorded by name
     from detdistill.distill.pairing import OutputRecorder
-    names = [s for s, _ in distiller.pairs]
+    names = [s for s, _ in distiller.losses[0].pairs]
     targets = {k: v for k, v in labeled.items() if k.startswith('target') or
                k.startswith('gt_')}
     with OutputRecorder(distiller.student, names) as s_rec:
         distiller.student(dict(unlabeled, **{
             k: v[:3] for k, v in targets.items()}))
-    with paddle.no_grad(), OutputRecorder(distiller.teacher, names) as t_rec:
-        distiller.teacher(unlabeled)
-    expected = sum(float(distiller.distill_loss(s_rec.outputs[n],
+    with paddle.no_grad(), OutputRecorder(distiller.teacher.model,
+                                             names) as t_rec:
+        distiller.teacher.model(unlabeled)
+    expected = sum(float(distiller.losses[0].module(s_rec.outputs[n],
                                                 t_rec.outputs[n])['l2'])
                    for n in names)
     assert float(out['distill_loss_unlabeled']) == pytest.approx(
@@ -99,7 +99,7 @@ def test_unlabeled_weight_zero_leaves_the_labeled_loss(
     distiller = trainer.model
     distiller.train()
     labeled, unlabeled = next(iter(trainer._epoch_batches(0)))
-    with_u = distiller(labeled, unlabeled)
+    with_u = distiller((labeled, unlabeled))
     without = distiller(labeled)
     assert float(with_u['distill_loss_unlabeled']) == 0.
     assert 'distill_loss_unlabeled' not in without
@@ -251,18 +251,22 @@ def test_unlabeled_list_problems_are_named(demo_voc, tmp_path,
                        'larger than the 1 unlabeled images'):
         _trainer(demo_voc, tmp_path, teacher_weights,
                  'unlabeled_list=' + str(lst))
-    with pytest.raises(ConfigError, match='unlabeled_batch_size must be a '
-                       'positive integer, got 0'):
+    with pytest.raises(ConfigError, match='Distill.unlabeled.batch_size must '
+                       'be a positive integer, got 0'):
         _trainer(demo_voc, tmp_path, teacher_weights,
                  'unlabeled_list=' + str(lst), 'unlabeled_batch_size=0')
 
 
 def test_plain_training_refuses_unlabeled_images(demo_voc, tmp_path,
-                                                 unlabeled_list):
-    cfg = load_config(STUDENT, tiny_opts(demo_voc, str(tmp_path)) +
-                      ['unlabeled_list=' + unlabeled_list])
-    with pytest.raises(ConfigError, match='distillation only'):
-        Trainer(cfg)
+                                                 unlabeled_list, log_lines):
+    import train
+    with pytest.raises(SystemExit) as e:
+        train.main(['-c', STUDENT, '-o'] + tiny_opts(
+            demo_voc, str(tmp_path)) + [
+            'Distill.unlabeled.list=' + unlabeled_list])
+    assert e.value.code == 1
+    assert 'ConfigError: unlabeled images (Distill.unlabeled) train by ' \
+        'distillation only: use slim/distillation/distill.py' in log_lines
 
 
 def test_gt_ops_are_left_out_of_the_unlabeled_pipeline(demo_voc):

@@ -473,7 +473,7 @@ def test_the_blogs_distill_command_and_eval_take_0_5_archives(
          base + 'yolov3_r34_voc.tar', '-o'] +
         tiny_opts(demo_voc, str(tmp_path), 1))
     archive = read_state_dict(str(root / 'yolov3_r34_voc.tar'))
-    teacher = _state(trainer.model.teacher)
+    teacher = _state(trainer.model.teacher.model)
     assert sorted(teacher) == sorted(archive)
     for key, value in archive.items():  # frozen through the training
         assert np.array_equal(teacher[key], value), key

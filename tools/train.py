@@ -4,13 +4,21 @@ import _path  # noqa: F401
 
 from detdistill.cli import TrainArgsParser, main_guard, run_training
 from detdistill.config import load_config
-from detdistill.engine import Trainer
+from detdistill.distill.settings import distill_settings
+from detdistill.engine import Trainer, set_device
+from detdistill.errors import ConfigError
 
 
 @main_guard
 def main(argv=None):
     args = TrainArgsParser(description=__doc__).parse_args(argv)
-    trainer = Trainer(load_config(args.config, args.opt), mode='train')
+    cfg = load_config(args.config, args.opt)
+    if distill_settings(cfg).has_unlabeled:
+        raise ConfigError('unlabeled images (Distill.unlabeled) train by '
+                          'distillation only: use slim/distillation/'
+                          'distill.py')
+    set_device(cfg)
+    trainer = Trainer(cfg, mode='train')
     run_training(trainer, args)
     return trainer
 

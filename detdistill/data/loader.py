@@ -31,7 +31,8 @@ from paddle.io import DistributedBatchSampler
 
 from ..logger import get_logger
 
-__all__ = ['build_loader', 'make_loader', 'PrefetchLoader']
+__all__ = ['build_loader', 'make_loader', 'PrefetchLoader',
+           'SeededBatchSampler']
 
 logger = get_logger()
 
@@ -87,6 +88,14 @@ class PrefetchLoader:
 
     def __len__(self):
         return len(self.batch_sampler)
+
+    def start_epoch(self, epoch):
+        """The order and augmentation of epoch `epoch`: the sampler's seed
+        (a SeededBatchSampler or MixedBatchSampler) and the dataset's epoch
+        (ppdet's mixup reads it)."""
+        self.batch_sampler.start_epoch(epoch)
+        if hasattr(self.dataset, 'set_epoch'):
+            self.dataset.set_epoch(epoch)
 
     def __iter__(self):
         if self.workers > 0:
@@ -283,19 +292,38 @@ def _to_tensors(batch):
     return batch
 
 
-def build_loader(reader, dataset, worker_num, batch_sampler=None):
+class SeededBatchSampler(DistributedBatchSampler):
+    """The reader's batch sampler (shuffle, drop_last, split across ranks)
+    whose order for epoch e is drawn from `epoch_seed(e)`."""
+
+    def __init__(self, dataset, batch_size, shuffle, drop_last, epoch_seed):
+        super().__init__(dataset, batch_size=batch_size, shuffle=shuffle,
+                         drop_last=drop_last)
+        self.epoch_seed = epoch_seed
+
+    def start_epoch(self, epoch):
+        self.set_epoch(self.epoch_seed(epoch))
+
+
+def build_loader(reader, dataset, worker_num, batch_sampler=None,
+                 epoch_seed=None):
     """ppdet's BaseDataLoader.__call__ (TrainReader, EvalReader, TestReader)
     without its flaws: it starts an iterator (prefetch thread or workers) at
     once, which draws random numbers concurrently with the first epoch and
     breaks exact resume; and its Paddle DataLoader can hang on errors (see
     above). Here batches are read only when the loop iterates, after
     seeding, by PrefetchLoader. `batch_sampler` defaults to the reader's own
-    (shuffle, drop_last, split across ranks)."""
+    (shuffle, drop_last, split across ranks), its order for epoch e drawn
+    from `epoch_seed(e)` when given."""
     dataset.check_or_download_dataset()
     dataset.parse_dataset()
     dataset.set_transform(reader._sample_transforms)
     dataset.set_kwargs(**reader.kwargs)
-    if batch_sampler is None:
+    if batch_sampler is None and epoch_seed is not None:
+        batch_sampler = SeededBatchSampler(
+            dataset, reader.batch_size, reader.shuffle, reader.drop_last,
+            epoch_seed)
+    elif batch_sampler is None:
         batch_sampler = DistributedBatchSampler(
             dataset, batch_size=reader.batch_size, shuffle=reader.shuffle,
             drop_last=reader.drop_last)

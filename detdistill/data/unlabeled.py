@@ -219,18 +219,17 @@ class MixedBatchSampler:
             pos += 1
 
 
-def load_unlabeled(cfg, dataset_dir, logger):
-    """The image paths of `unlabeled_list` (lines relative to `dataset_dir`)
-    and of `unlabeled_dir` in `cfg` (either or both), every image decoded
-    before training: VOCDataError lists every missing or corrupt file. None
-    when the config names no unlabeled images."""
+def load_unlabeled(settings, dataset_dir, logger):
+    """The image paths of `settings['list']` (lines relative to
+    `dataset_dir`) and of `settings['dir']` (Distill.unlabeled: either or
+    both), every image decoded before training: VOCDataError lists every
+    missing or corrupt file. None when neither is set."""
     sources = []
-    if cfg.get('unlabeled_list'):
-        sources.append((cfg['unlabeled_list'], read_unlabeled_list(
-            cfg['unlabeled_list'], dataset_dir)))
-    if cfg.get('unlabeled_dir'):
-        sources.append((cfg['unlabeled_dir'],
-                        list_image_dir(cfg['unlabeled_dir'])))
+    if settings.get('list'):
+        sources.append((settings['list'], read_unlabeled_list(
+            settings['list'], dataset_dir)))
+    if settings.get('dir'):
+        sources.append((settings['dir'], list_image_dir(settings['dir'])))
     if not sources:
         return None
     paths, problems = [], []
@@ -257,7 +256,8 @@ def build_mixed_loader(reader, dataset, worker_num, paths, batch_size,
                        epoch_seed):
     """The training loader with an unlabeled batch of `batch_size` images
     per step: it yields (labeled batch, unlabeled batch)."""
-    labeled = build_loader(reader, dataset, 0)  # nothing is read until iter
+    # nothing is read until iter
+    labeled = build_loader(reader, dataset, 0, epoch_seed=epoch_seed)
     unlabeled = UnlabeledDataset(paths,
                                  without_gt_ops(reader._sample_transforms))
     sampler = DistributedBatchSampler(unlabeled, batch_size=batch_size,

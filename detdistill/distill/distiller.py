@@ -1,115 +1,73 @@
-"""The distiller: a frozen teacher, a trainable student, and the losses that
-tie their paired outputs together.
+"""The distiller: a trainable student, a frozen Teacher, and the losses of
+the Distill block (settings.py) that tie their paired outputs together.
 
-Its `forward` in training mode returns the trainer's loss dict:
+Its `forward(batch)` in training mode returns the trainer's loss dict:
   loss          = det_loss + distill_loss   (what is optimised)
   det_loss      = the student's detection loss on labeled data
-  distill_loss  = distill_loss_weight * sum over pairs of the loss components
-  distill_<c>   = each weighted component, summed over pairs
-  distill_loss_unlabeled = unlabeled_distill_weight * distill_loss_weight *
-                  the same sum on the step's unlabeled batch, if any (added
-                  to `loss`; an unlabeled image has no detection loss)
+  distill_loss  = sum over losses of weight x its components summed over
+                  its pairs
+  distill_<c>   = each weighted component (distill_<loss>_<c> when the
+                  block lists several losses)
+  distill_loss_unlabeled = Distill.unlabeled.weight x the same sum on the
+                  step's unlabeled batch, if the batch is a (labeled,
+                  unlabeled) pair (added to `loss`; an unlabeled image has
+                  no detection loss)
   teacher_loss  = the teacher's detection loss on the same batch, as a
                   LogOnly output: the trainer computes it only on logged
                   steps (it trains nothing and costs ~5 % of a step)
-In eval mode it is the student, so evaluation and export see only the student.
-A loss with `needs_batch = True` (LDDistill) is called once per step with
-every pair's outputs and the batch (its regions come from the batch's
-target assignment) instead of once per pair; it may name its own default
-pairs (`default_pairs(student)`) and compute the teacher's detection loss
-(`teacher_loss(teacher, outputs, inputs)`) for a head other than YOLOv3's.
+In eval mode it is the student, so evaluation and export see only the
+student.
 """
 import collections
+import difflib
 
 import paddle
 from paddle import nn
+from ppdet.core import workspace
 from ppdet.core.workspace import create
 
-from ..config import ConfigError, activate
+from ..config import activate
 from ..engine.callbacks import LogOnly
+from ..errors import ConfigError, PairingError
 from ..logger import get_logger
-from .compiled_teacher import TOLERANCE, CompiledTeacher
-from .teacher_cache import build_teacher_cache
-from .teacher_precision import TOLERANCE as PRECISION_TOLERANCE
-from .teacher_precision import LowPrecisionTeacher, choose, parse_precision
-from .pairing import (DEFAULT_PAIRS, OutputRecorder, PairingError,
-                      check_names, check_shapes, check_single_calls,
-                      describe_outputs)
+from .losses import DistillLoss
+from .pairing import (OutputRecorder, check_names, check_shapes,
+                      check_single_calls, describe_outputs)
+from .settings import LOSS_TYPES, distill_settings
+from .teacher import Teacher
 
-__all__ = ['Distiller', 'build_distiller', 'LOSS_ALIASES', 'DEFAULT_WEIGHTS']
+__all__ = ['Distiller', 'build_distiller', 'build_losses',
+           'build_distill_trainer']
 
 logger = get_logger()
 
-LOSS_ALIASES = {'l2': 'L2Distill', 'fine_grained': 'FineGrainedDistill',
-                'kl': 'KLDistill', 'ld': 'LDDistill'}
-# L2 and fine-grained follow PaddleDetection's recipes (0.5 VOC L2: 100;
-# DistillYOLOv3Loss: 1000). KL takes the fine-grained weight (its terms are
-# means over the same cells); not tuned, see README. Others: 1 (LDDistill
-# weighs its components itself).
-DEFAULT_WEIGHTS = {'L2Distill': 100., 'FineGrainedDistill': 1000.,
-                   'KLDistill': 1000.}
+
+class _Loss:
+    """A Distill.losses entry, built: its module and its pairs."""
+
+    def __init__(self, entry, module, pairs):
+        self.name, self.weight = entry.name, entry.weight
+        self.module, self.pairs = module, pairs
+
+    def pair_list(self):
+        if isinstance(self.pairs, dict):
+            return [p for group in self.pairs.values() for p in group]
+        return list(self.pairs)
 
 
 class Distiller(nn.Layer):
-    def __init__(self, student, teacher, loss, pairs=DEFAULT_PAIRS, weight=1.,
-                 unlabeled_weight=1., cache=None, compile_teacher=False,
-                 precision='float32'):
+    def __init__(self, student, teacher, losses, unlabeled_weight=1.):
         super().__init__()
-        self.cache = cache  # a TeacherCache, or None
         self.student = student
-        self.teacher = teacher
-        self.distill_loss = loss
-        self.pairs = [tuple(p) for p in pairs]
-        self.weight = float(weight)
+        self.teacher = teacher  # a Teacher: not a sublayer, never trained
+        self.losses = losses
+        self.modules = nn.LayerList([loss.module for loss in losses])
         self.unlabeled_weight = float(unlabeled_weight)
+        pairs = [p for loss in losses for p in loss.pair_list()]
+        self.student_names = list(dict.fromkeys(s for s, _ in pairs))
+        check_names(student, self.student_names, 'the student')
+        check_names(teacher.model, [t for _, t in pairs], 'the teacher')
         self._checked = False
-        check_names(student, [s for s, _ in self.pairs], 'the student')
-        check_names(teacher, [t for _, t in self.pairs], 'the teacher')
-        for p in teacher.parameters():
-            p.stop_gradient = True
-        teacher.eval()
-        how, compile_teacher = choose(precision, compile_teacher)
-        self.low_precision = LowPrecisionTeacher(
-            teacher, precision, self._eager_teacher_forward
-        ) if how in ('amp', 'emulated') else None
-        bf16 = how == 'onednn'  # bfloat16 in the compiled teacher
-        self.compiled = CompiledTeacher(
-            teacher, [t for _, t in self.pairs], self._eager_teacher_forward,
-            tolerance=PRECISION_TOLERANCE['bfloat16'] if bf16 else TOLERANCE,
-            bfloat16=bf16) if compile_teacher else None
-
-    def train(self):
-        # The trainer calls train() every epoch; the teacher stays in eval mode
-        # so its BatchNorm statistics never move.
-        super().train()
-        self.teacher.eval()
-        return self
-
-    def teacher_outputs(self, inputs):
-        """The teacher's paired outputs, from an inference forward that stops
-        after the last paired layer (no post-process, no NMS), or from the
-        teacher cache for images it has seen."""
-        if self.cache is not None:
-            return self.cache.outputs(inputs, self._teacher_forward)
-        return self._teacher_forward(inputs)
-
-    def epoch_summary(self):
-        """One log line at each epoch end (the trainer asks)."""
-        return self.cache.summary() if self.cache is not None else None
-
-    def _teacher_forward(self, inputs):
-        if self.compiled is not None:
-            return self.compiled(inputs)
-        if self.low_precision is not None:
-            return self.low_precision(inputs)
-        return self._eager_teacher_forward(inputs)
-
-    def _eager_teacher_forward(self, inputs):
-        with paddle.no_grad(), OutputRecorder(
-                self.teacher, [t for _, t in self.pairs],
-                stop_when_done=True) as rec:
-            self.teacher(inputs)
-        return rec.outputs
 
     def student_outputs(self, inputs):
         """The student's paired outputs from a training-mode forward that
@@ -118,136 +76,175 @@ class Distiller(nn.Layer):
         keeps its graph (gradients) and BatchNorm in training mode, exactly
         as on labeled images; and it needs no knowledge of the architecture
         (which submodules to call in which order)."""
-        with OutputRecorder(self.student, [s for s, _ in self.pairs],
+        with OutputRecorder(self.student, self.student_names,
                             stop_when_done=True) as rec:
             self.student(inputs)
         return rec.outputs
 
-    def forward(self, inputs, unlabeled=None):
+    def forward(self, batch):
+        labeled, unlabeled = batch if isinstance(batch, tuple) else \
+            (batch, None)
         if not self.training:
-            return self.student(inputs)
-        with OutputRecorder(self.student, [s for s, _ in self.pairs]) as rec:
-            det = self.student(inputs)
-        t_out = self.teacher_outputs(inputs)
+            return self.student(labeled)
+        with OutputRecorder(self.student, self.student_names) as rec:
+            det = self.student(labeled)
+        t_out = self.teacher.outputs(labeled)
         if not self._checked:
             check_single_calls(rec, 'the student')
-            self._check(rec.outputs, t_out, inputs)
-        parts = self.distill_parts(rec.outputs, t_out, inputs)
+            self._check(rec.outputs, t_out, labeled)
+        parts = self.weighted_parts(rec.outputs, t_out, labeled)
         out = collections.OrderedDict()
-        distill = self.weight * paddle.add_n(list(parts.values()))
+        distill = paddle.add_n([total for total, _ in parts])
         out['loss'] = det['loss'] + distill
         out['det_loss'] = det['loss']
         out['distill_loss'] = distill
         if unlabeled is not None:
-            parts_u = self.distill_parts(self.student_outputs(unlabeled),
-                                         self.teacher_outputs(unlabeled))
-            distill_u = self.unlabeled_weight * self.weight * paddle.add_n(
-                list(parts_u.values()))
+            parts_u = self.weighted_parts(
+                self.student_outputs(unlabeled),
+                self.teacher.outputs(unlabeled), scale=self.unlabeled_weight)
+            distill_u = paddle.add_n([total for total, _ in parts_u])
             out['loss'] = out['loss'] + distill_u
             out['distill_loss_unlabeled'] = distill_u
-        for k, v in parts.items():
-            out['distill_' + k] = self.weight * v.detach()
+        for _, logged in parts:
+            out.update(logged)
         for k, v in det.items():
             if k != 'loss':
                 out[k] = v
         out['teacher_loss'] = LogOnly(
-            lambda: self._teacher_loss(t_out, inputs))
+            lambda: self._teacher_loss(t_out, labeled))
         return out
 
-    def distill_parts(self, s_out, t_out, inputs=None):
-        """Loss components summed over the pairs (unweighted by
-        distill_loss_weight)."""
-        if getattr(self.distill_loss, 'needs_batch', False):
-            return self.distill_loss([s_out[s] for s, _ in self.pairs],
-                                     [t_out[t] for _, t in self.pairs],
-                                     inputs)
-        parts = collections.OrderedDict()
-        for s, t in self.pairs:
-            for k, v in self.distill_loss(s_out[s], t_out[t]).items():
-                parts[k] = parts[k] + v if k in parts else v
-        return parts
+    def weighted_parts(self, s_out, t_out, inputs=None, scale=1.):
+        """Per loss: (scale x weight x the sum of its components, and each
+        weighted component, detached, under its log name)."""
+        out = []
+        prefix = len(self.losses) > 1
+        for loss in self.losses:
+            parts = loss.module.components(loss.pairs, s_out, t_out, inputs)
+            w = scale * loss.weight
+            logged = collections.OrderedDict(
+                ('distill_{}{}'.format(loss.name + '_' if prefix else '', k),
+                 loss.weight * v.detach()) for k, v in parts.items())
+            out.append((w * paddle.add_n(list(parts.values())), logged))
+        return out
 
     def _teacher_loss(self, t_out, inputs):
-        if hasattr(self.distill_loss, 'teacher_loss'):
-            return self.distill_loss.teacher_loss(
-                self.teacher, [t_out[t] for _, t in self.pairs], inputs)
-        head = getattr(self.teacher, 'yolo_head', None)
-        names = ['yolo_head.yolo_output.{}'.format(i) for i in range(3)]
-        if head is None or any(n not in t_out for n in names):
-            return None
-        with paddle.no_grad():
-            return head.loss([t_out[n] for n in names], inputs,
-                             head.anchors)['loss']
+        for loss in self.losses:
+            value = loss.module.teacher_loss(self.teacher.model, t_out,
+                                             inputs)
+            if value is not None:
+                return value
+        return None
 
     def _check(self, s_out, t_out, inputs):
-        missing = [s for s, _ in self.pairs if s not in s_out] + \
-            [t for _, t in self.pairs if t not in t_out]
+        pairs = [p for loss in self.losses for p in loss.pair_list()]
+        missing = [s for s, _ in pairs if s not in s_out] + \
+            [t for _, t in pairs if t not in t_out]
         if missing:
             raise PairingError('paired layers produced no output in the '
                                'forward: {}'.format(', '.join(missing)))
         try:
-            check_shapes(self.pairs, s_out, t_out)
+            check_shapes(pairs, s_out, t_out)
         except PairingError as e:
             raise PairingError('{}\n  student outputs: {}\n  teacher outputs: '
                                '{}'.format(e, '; '.join(describe_outputs(
                                    self.student, inputs)), '; '.join(
-                                   describe_outputs(self.teacher, inputs)))
-                               ) from None
+                                   describe_outputs(self.teacher.model,
+                                                    inputs)))) from None
         self._checked = True
 
 
-def build_distiller(cfg, student, teacher):
-    """Read the distillation settings of the student config `cfg`:
-    use_fine_grained_loss (the seeds' switch), distill_loss (l2 | fine_grained
-    | kl, or a registered loss class), distill_loss_weight, distill_pairs,
-    temperature, unlabeled_distill_weight, teacher_cache, teacher_cache_mb,
-    teacher_compile, teacher_precision."""
-    asked = cfg.get('distill_loss')
-    name = LOSS_ALIASES.get(asked, asked)
-    if cfg.get('use_fine_grained_loss'):
-        if name not in (None, 'FineGrainedDistill'):
+def _pairs(entry, module, student):
+    """The entry's pairs (config), else the loss's own, in the shape the
+    loss takes: [[s, t], ...], or {group: [[s, t], ...]}."""
+    pairs = entry.pairs if entry.pairs is not None else \
+        module.default_pairs(student)
+    where = 'Distill.losses.{}.pairs'.format(entry.name)
+    if module.groups is None:
+        if not isinstance(pairs, (list, tuple)) or not pairs:
+            raise ConfigError('{} must be a list of [student_layer, '
+                              'teacher_layer], got {!r}'.format(where, pairs))
+        groups = {None: pairs}
+    else:
+        if not isinstance(pairs, dict) or set(pairs) != set(module.groups):
+            raise ConfigError('{} must map {} to lists of [student_layer, '
+                              'teacher_layer], got {!r}'.format(
+                                  where, ' and '.join(module.groups), pairs))
+        groups = pairs
+    out = {}
+    for g, group in groups.items():
+        if not isinstance(group, (list, tuple)) or not all(
+                isinstance(p, (list, tuple)) and len(p) == 2 and
+                all(isinstance(n, str) for n in p) for p in group):
+            raise ConfigError('{} must list [student_layer, teacher_layer] '
+                              'pairs, got {!r}'.format(where, group))
+        out[g] = [tuple(p) for p in group]
+    return out[None] if module.groups is None else out
+
+
+def build_losses(cfg, settings, student):
+    """The loss modules of `settings.losses` (DistillLoss classes registered
+    with ppdet; options from the entry, num_classes from the config), with
+    their pairs."""
+    built = []
+    registered = workspace.get_registered_modules()
+    for entry in settings.losses:
+        where = 'Distill.losses.{}'.format(entry.name)
+        schema = registered.get(entry.type)
+        if schema is None:
+            raise ConfigError("{}: unknown loss type '{}' (known: {})".format(
+                where, entry.type, ', '.join(LOSS_TYPES)))
+        for key in entry.options:
+            if key not in schema.schema:
+                hint = difflib.get_close_matches(key, list(schema.schema), 1)
+                raise ConfigError("{}: {} has no option '{}'{}".format(
+                    where, entry.type, key, " (did you mean '{}'?)".format(
+                        hint[0]) if hint else ''))
+        with activate(dict(cfg, **{entry.type: entry.options})):
+            try:
+                module = create(entry.type)
+            except (TypeError, ValueError) as e:
+                raise ConfigError('{} ({}): {}'.format(where, entry.type,
+                                                       e)) from None
+        if not isinstance(module, DistillLoss):
+            raise ConfigError('Distill.losses.{}: {} is not a DistillLoss '
+                              '(detdistill/distill/losses.py)'.format(
+                                  entry.name, entry.type))
+        built.append(_Loss(entry, module, _pairs(entry, module, student)))
+    return built
+
+
+def build_distiller(cfg, student, teacher, settings=None):
+    """The distiller of the student config `cfg` (its Distill block) for
+    `student` and the teacher model `teacher` (weights loaded)."""
+    settings = settings or distill_settings(cfg)
+    for notice in settings.notices:
+        logger.warning(notice)
+    losses = build_losses(cfg, settings, student)
+    for loss in losses:
+        logger.info('Distillation: {} x {} on {} pairs ({})'.format(
+            type(loss.module).__name__, loss.weight, len(loss.pair_list()),
+            ', '.join(s if s == t else '{}<-{}'.format(s, t)
+                      for s, t in loss.pair_list())))
+        if loss.module.needs_labels and settings.has_unlabeled:
             raise ConfigError(
-                'use_fine_grained_loss=true asks for the fine-grained loss '
-                'but distill_loss={} asks for another: set one of '
-                'them'.format(asked))
-        name = 'FineGrainedDistill'
-    name = name or 'L2Distill'
-    weight = cfg.get('distill_loss_weight', DEFAULT_WEIGHTS.get(name, 1.))
-    with activate(cfg):
-        loss = create(name)
-    if cfg.get('temperature') is not None:
-        if not hasattr(loss, 'temperature'):
-            raise ConfigError(
-                'temperature (--temperature) softens the kl and ld losses '
-                'only; this run uses {} (distill_loss=kl or ld to use '
-                'it)'.format(name))
-        try:
-            loss.temperature = cfg['temperature']
-        except ValueError as e:
-            raise ConfigError(str(e)) from None
-    pairs = cfg.get('distill_pairs') or (
-        loss.default_pairs(student) if hasattr(loss, 'default_pairs')
-        else DEFAULT_PAIRS)
-    logger.info('Distillation: {} x {} on {} pairs ({})'.format(
-        name, weight, len(pairs), ', '.join(
-            s if s == t else '{}<-{}'.format(s, t) for s, t in pairs)))
-    unlabeled_weight = cfg.get('unlabeled_distill_weight', 1.)
-    if not isinstance(unlabeled_weight, (int, float)) or unlabeled_weight < 0:
-        raise ConfigError('unlabeled_distill_weight must be a number >= 0, '
-                          'got {!r}'.format(unlabeled_weight))
-    if getattr(loss, 'needs_batch', False) and (
-            cfg.get('unlabeled_list') or cfg.get('unlabeled_dir')):
-        raise ConfigError(
-            '{} distills regions chosen from the ground truth (positive '
-            'and valuable localization locations): unlabeled images '
-            '(unlabeled_list, unlabeled_dir) have none'.format(name))
-    # On by default: the teacher forward in about a quarter of the eager
-    # time on CPU, checked against the eager one at start-up
-    # (compiled_teacher.py, benchmark/TEACHER_SPEED.md).
-    compile_teacher = cfg.get('teacher_compile', True)
-    if compile_teacher not in (True, False):
-        raise ConfigError('teacher_compile must be true or false, got '
-                          '{!r}'.format(compile_teacher))
-    return Distiller(student, teacher, loss, pairs, weight, unlabeled_weight,
-                     build_teacher_cache(cfg), compile_teacher,
-                     parse_precision(cfg))
+                '{} distills regions chosen from the ground truth: unlabeled '
+                'images (Distill.unlabeled) have none'.format(
+                    type(loss.module).__name__))
+    names = [t for loss in losses for _, t in loss.pair_list()]
+    return Distiller(student, Teacher(teacher, names, settings.teacher,
+                                      cfg.get('TrainReader')),
+                     losses, settings.unlabeled['weight'])
+
+
+def build_distill_trainer(cfg, student, teacher):
+    """What distill.py trains: the distiller of `cfg`'s Distill block, the
+    training loader (with the block's unlabeled images, if any) and a
+    Trainer that optimises, evaluates and saves the student alone."""
+    from ..data.build import build_train_loader
+    from ..engine import Trainer
+    settings = distill_settings(cfg)
+    distiller = build_distiller(cfg, student, teacher, settings)
+    loader = build_train_loader(
+        cfg, settings.unlabeled if settings.has_unlabeled else None)
+    return Trainer(cfg, model=distiller, detector=student, loader=loader)

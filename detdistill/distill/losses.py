@@ -1,13 +1,15 @@
-"""Distillation losses. For YOLOv3 head outputs (L2, fine-grained, KL): one
-pair (one head level) in, a dict of named, unweighted scalar components out;
-the distiller sums them over pairs and multiplies by `distill_loss_weight`.
-For GFL heads (LDDistill, localization distillation): every level's pairs
-and the batch in at once (its regions come from the target assignment), its
-components weighted by their own weights.
+"""Distillation losses. Every loss is a DistillLoss (the interface the
+distiller uses, written down below): YOLOv3 head losses (L2, fine-grained,
+KL) compare one pair of head outputs at a time and return named, unweighted
+scalar components, which the distiller sums over pairs and multiplies by the
+entry's weight; LDDistill (localization distillation, GFL heads) takes the
+box-distribution and class outputs of every level at once, with the batch
+(its regions come from the target assignment), and weighs its components
+itself.
 
-Each output is the raw head conv output [N, A*(5+C), H, W]; per anchor the
-channels are (x, y, w, h, obj, cls_0..cls_{C-1}). Teacher tensors are detached
-here whatever the caller did: gradients reach only the student.
+Each YOLOv3 output is the raw head conv output [N, A*(5+C), H, W]; per
+anchor the channels are (x, y, w, h, obj, cls_0..cls_{C-1}). Teacher tensors
+are detached here whatever the caller did: gradients reach only the student.
 
 Compared with ppdet 2.6 `DistillYOLOv3Loss` (the reference for
 FineGrainedDistill): the per-term formulas and the element counts of every
@@ -29,9 +31,11 @@ import paddle.nn.functional as F
 from paddle import nn
 from ppdet.core.workspace import register, serializable
 
-from ..config import ConfigError
+from ..errors import ConfigError, PairingError
+from .pairing import DEFAULT_PAIRS
 
-__all__ = ['L2Distill', 'FineGrainedDistill', 'KLDistill', 'LDDistill']
+__all__ = ['DistillLoss', 'YOLOv3LogitLoss', 'L2Distill',
+           'FineGrainedDistill', 'KLDistill', 'LDDistill']
 
 _LAYOUT = 'A*(5+C) channels, per anchor (x, y, w, h, obj, cls_0..cls_C-1)'
 
@@ -97,9 +101,67 @@ def _gated_box(s, t, gate):
     return (loss * gate).mean()
 
 
+class DistillLoss(nn.Layer):
+    """What the distiller asks of a loss (subclasses override what differs).
+
+    `groups`: None for a loss of one pair at a time, `forward(student,
+    teacher)` on that pair's tensors; the distiller sums the components
+    over the pairs. A tuple of group names for a loss of every pair at once,
+    `forward(student, teacher, inputs)` with {group: [tensor per pair]} for
+    each model and the batch; its pairs are then {group: [[s, t], ...]}.
+    `needs_labels`: it reads the batch's ground truth, so unlabeled images
+    cannot be distilled with it.
+    `default_pairs(student)`: the pairs used when the config names none.
+    `teacher_loss(teacher, outputs, inputs)`: the teacher's own detection
+    loss from its recorded outputs ({name: tensor}), logged to show that
+    the teacher is good on this data; None when the loss cannot tell.
+    """
+    groups = None
+    needs_labels = False
+
+    def default_pairs(self, student):
+        raise PairingError('{} has no default pairs: name them in '
+                           'Distill.losses.<name>.pairs'.format(
+                               type(self).__name__))
+
+    def teacher_loss(self, teacher, outputs, inputs):
+        return None
+
+    def components(self, pairs, student_out, teacher_out, inputs):
+        """The loss's unweighted components on the recorded outputs."""
+        if self.groups is None:
+            parts = collections.OrderedDict()
+            for s, t in pairs:
+                for k, v in self(student_out[s], teacher_out[t]).items():
+                    parts[k] = parts[k] + v if k in parts else v
+            return parts
+        return self({g: [student_out[s] for s, _ in pairs[g]]
+                     for g in self.groups},
+                    {g: [teacher_out[t] for _, t in pairs[g]]
+                     for g in self.groups}, inputs)
+
+
+class YOLOv3LogitLoss(DistillLoss):
+    """A loss on a YOLOv3 head's raw outputs: by default the head's three
+    output convolutions, which have the same names in every ppdet YOLOv3;
+    the teacher's detection loss comes from its head."""
+
+    def default_pairs(self, student):
+        return [tuple(p) for p in DEFAULT_PAIRS]
+
+    def teacher_loss(self, teacher, outputs, inputs):
+        head = getattr(teacher, 'yolo_head', None)
+        names = [s for s, _ in DEFAULT_PAIRS]
+        if head is None or any(n not in outputs for n in names):
+            return None
+        with paddle.no_grad():
+            return head.loss([outputs[n] for n in names], inputs,
+                             head.anchors)['loss']
+
+
 @register
 @serializable
-class L2Distill(nn.Layer):
+class L2Distill(YOLOv3LogitLoss):
     """{'l2': mean squared error over every element of the raw head output}
     (PaddleDetection 0.5's VOC recipe: weight 100, summed over 3 levels)."""
     __shared__ = ['num_classes']
@@ -116,7 +178,7 @@ class L2Distill(nn.Layer):
 
 @register
 @serializable
-class FineGrainedDistill(nn.Layer):
+class FineGrainedDistill(YOLOv3LogitLoss):
     """Objectness-scaled distillation (Mehta & Ozturk 2018), ppdet 2.6
     DistillYOLOv3Loss math (weight 1000), σ = sigmoid:
       reg = mean_{N,A,H,W} [BCE(s_x, σ(t_x)) + BCE(s_y, σ(t_y))
@@ -153,7 +215,7 @@ class FineGrainedDistill(nn.Layer):
 
 @register
 @serializable
-class KLDistill(nn.Layer):
+class KLDistill(YOLOv3LogitLoss):
     """Temperature-softened KL divergence, T² rescaled (Hinton et al.) so the
     gradient size does not shrink with T:
       cls = mean_{N,A,H,W} T² KL(softmax(t_cls/T) ‖ softmax(s_cls/T)) · σ(t_obj)
@@ -223,7 +285,7 @@ def _softmax_kl(s_logit, t_logit):
 
 @register
 @serializable
-class LDDistill(nn.Layer):
+class LDDistill(DistillLoss):
     """Localization distillation (Zheng et al., CVPR 2022) for GFL heads,
     whose box branch predicts, per location and box edge, a distribution
     over reg_max + 1 distances. With T the temperature, KL_e(p) =
@@ -251,13 +313,15 @@ class LDDistill(nn.Layer):
     uses 0.5 at T = 10 for kd, and multiplies its VLR KD by 0); a
     component with weight 0 is neither computed nor logged.
 
-    Pairs (`default_pairs`): every level's distribution output (the GFL
-    head's `p{log2 stride}_feat` scale layers, [N, 4(n+1), H, W]), then
-    every level's class logits (the shared `gfl_head_cls`, one call per
-    level, [N, C, H, W]), levels in the head's order.
+    Pairs (`default_pairs`), in two groups, levels in the head's order:
+    `reg`, every level's distribution output (the GFL head's
+    `p{log2 stride}_feat` scale layers, [N, 4(n+1), H, W]); `cls`, every
+    level's class logits (the shared `gfl_head_cls`, one call per level,
+    [N, C, H, W]).
     """
     __shared__ = ['num_classes']
-    needs_batch = True
+    groups = ('reg', 'cls')
+    needs_labels = True
     _COMPONENTS = ('ld', 'vlr_ld', 'kd', 'vlr_kd')
 
     def __init__(self, num_classes=80, temperature=10., ld_weight=0.25,
@@ -285,43 +349,37 @@ class LDDistill(nn.Layer):
     def temperature(self, value):
         self._temperature = _checked_temperature(value)
 
-    @staticmethod
-    def default_pairs(student):
+    def default_pairs(self, student):
         """The GFL head's distribution and class outputs, level by level."""
-        from .pairing import PairingError
         head = getattr(student, 'head', None)
         if head is None or not hasattr(head, 'gfl_head_cls'):
             raise PairingError(
-                'distill_loss=ld pairs the outputs of a GFL head (head.p*_feat'
-                ', head.gfl_head_cls#level); this student has none: use a GFL '
-                'config (configs/demo/gfl_r18_demo.yml) or set distill_pairs')
+                'the ld loss pairs the outputs of a GFL head (head.p*_feat, '
+                'head.gfl_head_cls#level); this model has none: use a GFL '
+                'config (configs/demo/gfl_r18_demo.yml) or set the pairs')
         levels = [int(round(math.log2(s))) for s in head.fpn_stride]
-        names = ['head.p{}_feat'.format(lvl) for lvl in levels] + \
-            ['head.gfl_head_cls#{}'.format(i) for i in range(len(levels))]
-        return [(n, n) for n in names]
+        reg = ['head.p{}_feat'.format(lvl) for lvl in levels]
+        cls = ['head.gfl_head_cls#{}'.format(i) for i in range(len(levels))]
+        return {'reg': [(n, n) for n in reg], 'cls': [(n, n) for n in cls]}
 
-    def _split(self, outputs, role):
-        if len(outputs) % 2:
-            raise ValueError('LDDistill takes the distribution outputs of '
-                             'every level, then the class outputs of every '
-                             'level; got {} outputs'.format(len(outputs)))
-        half = len(outputs) // 2
-        reg, cls = outputs[:half], outputs[half:]
-        shapes = [list(x.shape) for x in outputs]
-        for r, c in zip(reg, cls):
-            if r.ndim != 4 or c.ndim != 4 or r.shape[1] % 4 or \
-                    c.shape[1] != self.num_classes or \
-                    r.shape[2:] != c.shape[2:]:
-                raise ValueError(
-                    'LDDistill: {} outputs {}: expected per level a '
-                    'distribution [N, 4*(reg_max+1), H, W], then per level '
-                    'class logits [N, num_classes={}, H, W] of the same '
-                    'H, W'.format(role, shapes, self.num_classes))
+    def _check(self, outputs, role):
+        reg, cls = outputs['reg'], outputs['cls']
+        shapes = {g: [list(x.shape) for x in outputs[g]] for g in outputs}
+        if len(reg) != len(cls) or any(
+                r.ndim != 4 or c.ndim != 4 or r.shape[1] % 4 or
+                c.shape[1] != self.num_classes or r.shape[2:] != c.shape[2:]
+                for r, c in zip(reg, cls)):
+            raise ValueError(
+                'LDDistill: {} outputs {}: expected per level a distribution '
+                '[N, 4*(reg_max+1), H, W] (reg) and class logits [N, '
+                'num_classes={}, H, W] of the same H, W (cls)'.format(
+                    role, shapes, self.num_classes))
         return reg, cls
 
     def forward(self, student, teacher, inputs):
-        s_reg, s_cls = self._split(student, 'student')
-        t_reg, t_cls = self._split([t.detach() for t in teacher], 'teacher')
+        s_reg, s_cls = self._check(student, 'student')
+        t_reg, t_cls = self._check({g: [t.detach() for t in teacher[g]]
+                                    for g in teacher}, 'teacher')
         sizes = [x.shape[2] * x.shape[3] for x in s_cls]
         labels = inputs['labels']
         n, locations = s_cls[0].shape[0], sum(sizes)
@@ -372,7 +430,11 @@ class LDDistill(nn.Layer):
     def teacher_loss(self, teacher, outputs, inputs):
         """The teacher's GFL detection loss from its recorded outputs (the
         raw head outputs a training forward would return)."""
-        half = len(outputs) // 2
+        names = self.default_pairs(teacher)
+        if any(t not in outputs for g in names.values() for _, t in g):
+            return None
+        reg = [outputs[t] for _, t in names['reg']]
+        cls = [outputs[t] for _, t in names['cls']]
         head = teacher.head
         project = head.distribution_project
         was = project.training
@@ -381,8 +443,7 @@ class LDDistill(nn.Layer):
         project.training = True
         try:
             with paddle.no_grad():
-                losses = head.get_loss((outputs[half:], outputs[:half]),
-                                       inputs)
+                losses = head.get_loss((cls, reg), inputs)
         finally:
             project.training = was
         return paddle.add_n(list(losses.values()))

@@ -20,7 +20,6 @@ import hashlib
 import numpy as np
 import paddle
 
-from ..config import ConfigError
 from ..logger import get_logger
 
 __all__ = ['TeacherCache', 'cache_blocker', 'build_teacher_cache']
@@ -128,28 +127,21 @@ def _rows(inputs, idx, n):
             v.ndim and v.shape[0] == n else v for k, v in inputs.items()}
 
 
-def build_teacher_cache(cfg):
-    """teacher_cache: auto (default: on when the TrainReader's augmentation
-    is deterministic up to a flip) | true | false; teacher_cache_mb: the
-    memory budget (default 1024). Logs the decision in one line."""
-    mode = cfg.get('teacher_cache', 'auto')
-    if mode not in ('auto', True, False):
-        raise ConfigError("teacher_cache must be auto, true or false, got "
-                          "{!r}".format(mode))
-    budget = cfg.get('teacher_cache_mb', 1024)
-    if not isinstance(budget, (int, float)) or budget <= 0:
-        raise ConfigError('teacher_cache_mb must be a number > 0, got '
-                          '{!r}'.format(budget))
+def build_teacher_cache(mode, budget_mb, reader_cfg):
+    """Distill.teacher.cache: auto (on when the TrainReader config
+    `reader_cfg` shows each image to the teacher in a bounded number of
+    ways) | true | false, within `budget_mb` (Distill.teacher.cache_mb).
+    Logs the decision in one line; None when off."""
     if mode is False:
         return None
-    blocker = cache_blocker(cfg.get('TrainReader') or {})
+    blocker = cache_blocker(reader_cfg or {})
     if blocker and mode == 'auto':
         logger.info('Teacher cache off: TrainReader {} changes what the '
                     'teacher sees every epoch'.format(blocker))
         return None
     logger.info('Teacher cache on ({} MB budget): each distinct training '
                 'image goes through the teacher once; outputs kept in '
-                'float16'.format(budget) + (
+                'float16'.format(budget_mb) + (
                     ' (forced: {} makes hits rare)'.format(blocker)
                     if blocker else ''))
-    return TeacherCache(budget)
+    return TeacherCache(budget_mb)

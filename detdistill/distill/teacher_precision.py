@@ -1,4 +1,5 @@
-"""The teacher's forward in float16 or bfloat16 (`teacher_precision`).
+"""The teacher's forward in float16 or bfloat16 (Distill.teacher.precision,
+.emulate_precision).
 
   float32            the default
   float16 | bfloat16 on a GPU that has the type: the eager forward under
@@ -8,7 +9,7 @@
                      predictor in bfloat16 (dygraph auto_cast left a
                      convolution in float32 on the CPU it was tried on).
                      Elsewhere: float32 and one log line.
-  *_emulated         the numerics without the speed, on any machine: every
+  emulate_precision  the numerics without the speed, on any machine: every
                      Conv2D's input, weight and output rounded to the low
                      type and back (what O1 rounds; sums stay float32, as
                      in the bfloat16 and tensor-core kernels). This is how
@@ -25,29 +26,19 @@ import contextlib
 import paddle
 from paddle import nn
 
-from ..config import ConfigError
+from ..errors import ConfigError
 from ..logger import get_logger
 from .compiled_teacher import max_relative_error
 
-__all__ = ['PRECISIONS', 'TOLERANCE', 'parse_precision', 'cpu_has_bfloat16',
+__all__ = ['TOLERANCE', 'cpu_has_bfloat16',
            'choose', 'emulated_precision', 'LowPrecisionTeacher']
 
 logger = get_logger()
 
-PRECISIONS = ('float32', 'float16', 'bfloat16', 'float16_emulated',
-              'bfloat16_emulated')
 # max |low - float32| / max |float32| per paired output. Measured with the
 # emulation on the converged teacher (README): bfloat16 ~1e-2, float16 ~1e-3;
 # the tolerance is a few times that, so a broken kernel, not rounding, trips it.
 TOLERANCE = {'float16': 1e-2, 'bfloat16': 5e-2}
-
-
-def parse_precision(cfg):
-    value = cfg.get('teacher_precision', 'float32')
-    if value not in PRECISIONS:
-        raise ConfigError('teacher_precision must be one of {}, got '
-                          '{!r}'.format(', '.join(PRECISIONS), value))
-    return value
 
 
 def cpu_has_bfloat16(cpuinfo='/proc/cpuinfo'):
@@ -59,26 +50,34 @@ def cpu_has_bfloat16(cpuinfo='/proc/cpuinfo'):
     return 'avx512_bf16' in flags or 'amx_bf16' in flags
 
 
-def choose(precision, compile_teacher):
-    """(how, compile_teacher) for `precision` on this machine: how is None
-    (float32), 'amp' (GPU auto_cast), 'emulated' or 'onednn' (bfloat16 in
-    the compiled teacher's predictor). The amp and emulated forwards are
-    eager ones, so they turn the compiled teacher off."""
+def choose(precision, emulate, compile_teacher):
+    """How the teacher computes in `precision` (Distill.teacher.precision,
+    .emulate_precision) on this machine, and whether it is compiled:
+    (how, compile_teacher) with how None (float32), 'amp' (GPU auto_cast),
+    'emulated' or 'onednn' (bfloat16 in the compiled teacher's predictor).
+    The amp and emulated forwards are eager ones: with Distill.teacher
+    .compile auto the teacher then runs eagerly (logged), with true it is
+    an error."""
     if precision == 'float32':
-        return None, compile_teacher
-    if precision.endswith('_emulated'):
+        how = None
+    elif emulate:
         how = 'emulated'
     else:
-        how, why = _support(precision, compile_teacher)
+        how, why = _support(precision, compile_teacher is not False)
         if how is None:
-            logger.info('teacher_precision={}: the teacher runs in float32 '
+            logger.info('teacher precision {}: the teacher runs in float32 '
                         '({})'.format(precision, why))
-            return None, compile_teacher
-    if how != 'onednn' and compile_teacher:
-        logger.info('teacher_precision={}: the teacher runs eagerly, not '
-                    'compiled'.format(precision))
+    if how in ('amp', 'emulated'):
+        if compile_teacher is True:
+            raise ConfigError(
+                'Distill.teacher.precision {}{} runs the teacher eagerly, '
+                'but Distill.teacher.compile is true: set it to auto or '
+                'false'.format(precision, ' (emulated)' if emulate else ''))
+        if compile_teacher == 'auto':
+            logger.info('teacher precision {}: the teacher runs eagerly, not '
+                        'compiled'.format(precision))
         compile_teacher = False
-    return how, compile_teacher
+    return how, compile_teacher is not False
 
 
 def _support(dtype, compiled):
@@ -93,7 +92,7 @@ def _support(dtype, compiled):
             'amx_bf16)'
     if not compiled:
         return None, 'bfloat16 on a CPU needs the compiled teacher ' \
-            '(teacher_compile=true)'
+            '(Distill.teacher.compile auto or true)'
     return 'onednn', None
 
 
@@ -131,10 +130,10 @@ class LowPrecisionTeacher:
     `precision` ('amp' or emulated; the oneDNN bfloat16 path lives in the
     compiled teacher), checked against float32 at the first call."""
 
-    def __init__(self, teacher, precision, eager):
+    def __init__(self, teacher, dtype, emulated, eager):
         self.teacher = teacher
-        self.dtype = precision.replace('_emulated', '')
-        self.emulated = precision.endswith('_emulated')
+        self.dtype = dtype
+        self.emulated = emulated
         self.eager = eager
         self.max_relative_error = None
         self.failed = None

@@ -1,2 +1,3 @@
-from .trainer import Trainer, NonFiniteLossError, set_device  # noqa: F401
+from .trainer import (Trainer, NonFiniteLossError, set_device,  # noqa: F401
+                      build_detector)
 from .callbacks import default_callbacks  # noqa: F401

@@ -11,7 +11,7 @@ import paddle
 from ..logger import get_logger
 from .checkpoint import save_checkpoint
 
-__all__ = ['Callback', 'LogOnly', 'LogPrinter', 'Checkpointer',
+__all__ = ['Callback', 'LogOnly', 'EpochNote', 'LogPrinter', 'Checkpointer',
            'VisualDLWriter', 'HistoryWriter', 'default_callbacks']
 
 logger = get_logger()
@@ -50,6 +50,19 @@ class Callback:
 
     def on_train_end(self, trainer, status):
         pass
+
+
+class EpochNote(Callback):
+    """One log line at each epoch's end from `note()` (e.g. the teacher
+    cache's size and hit rate), when it has one."""
+
+    def __init__(self, note):
+        self.note = note
+
+    def on_epoch_end(self, trainer, status):
+        line = self.note()
+        if line:
+            logger.info(line)
 
 
 TIMING = ('batch_time', 'data_time', 'ips')

@@ -10,7 +10,9 @@ import numpy as np
 import paddle
 from ppdet.metrics.map_utils import DetectionMAP, prune_zero_padding
 
-__all__ = ['VOCEvaluator']
+from ..errors import ConfigError
+
+__all__ = ['VOCEvaluator', 'build_evaluator']
 
 MAP_TYPES = {'11point': '11point', 'area': 'integral'}
 
@@ -79,3 +81,14 @@ class VOCEvaluator:
             for c, r in zip(scored, m.eval_results):
                 result['per_class'][self.class_names[c]][name] = float(r['ap'])
         return result
+
+
+def build_evaluator(cfg, class_names):
+    """The evaluator of the config's `metric` (VOC mAP@0.5; PaddleDetection's
+    default for these configs). Other metrics are not implemented: asking
+    for one is an error rather than a VOC number under another name."""
+    metric = cfg.get('metric', 'VOC')
+    if metric != 'VOC':
+        raise ConfigError('metric: {} is not supported; this toolkit '
+                          'evaluates VOC mAP@0.5 (metric: VOC)'.format(metric))
+    return VOCEvaluator(class_names)

@@ -9,33 +9,30 @@ Everything it does well (building, data pipeline, metrics) is reused.
 """
 import math
 import os
-import random
 import time
 
-import numpy as np
 import paddle
 import paddle.distributed as dist
 from ppdet.core.workspace import create
 
-from ..config import activate
-from ..data.loader import build_loader
-from ..data.unlabeled import (MixedBatchSampler, build_mixed_loader,
-                              load_unlabeled)
-from ..data.voc import validate_voc_list
+from ..config import activate, build_model
+from ..data.build import build_eval_loader, build_train_loader
 from ..errors import CheckpointError, ConfigError, NonFiniteLossError
 from ..fileio import read_label_list
 from ..logger import get_logger
+from ..seeding import epoch_seed, run_seed, seed_everything
 from .callbacks import LogOnly
 from .checkpoint import (load_checkpoint, optimizer_state,
                          restore_optimizer, strip_ext)
-from .evaluator import VOCEvaluator
+from .evaluator import build_evaluator
 
-__all__ = ['Trainer', 'NonFiniteLossError', 'set_device']
+__all__ = ['Trainer', 'NonFiniteLossError', 'set_device', 'build_detector']
 
 logger = get_logger()
 
 
 def set_device(cfg):
+    """The config's device (`use_gpu`), set once by each tool."""
     use_gpu = cfg.get('use_gpu', False) and paddle.is_compiled_with_cuda()
     if cfg.get('use_gpu', False) and not use_gpu:
         logger.info('use_gpu is set but Paddle has no CUDA here: running on CPU')
@@ -43,72 +40,42 @@ def set_device(cfg):
     return use_gpu
 
 
-def seed_everything(seed):
-    # numpy (and the batch sampler's RandomState) take seeds below 2**32;
-    # reducing keeps every seed valid and small seeds unchanged.
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    paddle.seed(seed % 2**32)
-
-
-def epoch_seed(seed, epoch):
-    """The seed of one epoch's data order and augmentation."""
-    return (seed * 100003 + epoch) % 2**32
-
-
-def check_dataset(dataset):
-    """Validate a VOC list before any compute is spent on it."""
-    if type(dataset).__name__ != 'VOCDataSet':
-        return
-    report = validate_voc_list(dataset.dataset_dir, dataset.anno_path,
-                               os.path.join(dataset.dataset_dir,
-                                            dataset.label_list))
-    logger.info(report.format_counts())
-    report.raise_if_problems()
-    if report.notes:
-        logger.warning(report.format_notes())
+def build_detector(cfg):
+    """The config's architecture, initialised from its `seed`: the baseline
+    (tools/train.py) and the distilled student (distill.py) start from the
+    same weights for the same seed."""
+    seed_everything(run_seed(cfg))
+    return build_model(cfg)
 
 
 class Trainer:
-    """Train (`mode='train'`) or evaluate a detector described by `cfg`.
-
-    `model` may be given instead of built from `cfg['architecture']`; if it has
-    a `student` attribute (a distiller), the student is what is optimised,
-    evaluated and saved, while `model(data)` supplies the training losses.
+    """Train (`mode='train'`) or evaluate `detector`, by default the
+    config's architecture. In training, `model(batch)` supplies the loss dict
+    (default: the detector; distill.py passes its Distiller) and `loader`
+    the batches (default: the config's TrainReader); the detector is what is
+    optimised, evaluated and saved.
     """
 
-    def __init__(self, cfg, mode='train', model=None):
+    def __init__(self, cfg, mode='train', model=None, detector=None,
+                 loader=None):
         self.cfg = cfg
         self.mode = mode
-        self.use_gpu = set_device(cfg)
-        self.seed = int(cfg.get('seed', 0))
-        if self.seed < 0:
-            raise ConfigError('seed must be a non-negative integer, got '
-                              '{}'.format(self.seed))
+        self.use_gpu = 'gpu' in str(paddle.get_device())
+        self.seed = run_seed(cfg)
         self.output_dir = os.path.join(cfg.get('save_dir', 'output'),
                                        cfg['filename'])
         self.nranks, self.rank = dist.get_world_size(), dist.get_rank()
-        if model is None:
-            seed_everything(self.seed)
-        with activate(cfg):
-            self.model = model if model is not None else create(
-                cfg['architecture'])
-            self.detector = getattr(self.model, 'student', self.model)
-            if mode == 'train':
-                dataset = create('TrainDataset')()
-                check_dataset(dataset)
-                self.loader = self._build_train_loader(dataset)
-                self.steps_per_epoch = len(self.loader)
-                if self.steps_per_epoch < 1:
-                    raise ValueError(
-                        'TrainReader.batch_size {} is larger than the {} '
-                        'training images in {}'.format(
-                            self.loader.batch_size, len(dataset),
-                            dataset.anno_path))
+        self.model = model if model is not None else build_detector(cfg)
+        self.detector = detector if detector is not None else self.model
+        if mode == 'train':
+            self.loader = loader if loader is not None else \
+                build_train_loader(cfg)
+            self.steps_per_epoch = len(self.loader)
+            with activate(cfg):
                 self.lr = create('LearningRate')(self.steps_per_epoch)
                 self.optimizer = create('OptimizerBuilder')(self.lr,
                                                             self.detector)
-                self._setup_training_extras()
+            self._setup_training_extras()
         self._eval_loader = None
         self.callbacks = []
         self.state = {'epoch': 0, 'step': 0, 'best_map': None,
@@ -118,53 +85,15 @@ class Trainer:
     @property
     def eval_loader(self):
         if self._eval_loader is None:
-            # VOC ground truth differs in length per image: no collation.
-            self.cfg.setdefault('EvalReader', {})['collate_batch'] = False
-            with activate(self.cfg):
-                dataset = create('EvalDataset')()
-                check_dataset(dataset)
-                reader = create('EvalReader')
-                self._eval_loader = build_loader(
-                    reader, dataset, 0, paddle.io.BatchSampler(
-                        dataset, batch_size=reader.batch_size))
-            self.class_names = read_label_list(os.path.join(
-                dataset.dataset_dir, dataset.label_list))
+            self._eval_loader, labels = build_eval_loader(self.cfg)
+            self.class_names = read_label_list(labels)
         return self._eval_loader
-
-    def _build_train_loader(self, dataset):
-        """The labeled loader, or with `unlabeled_list` / `unlabeled_dir`
-        (distillation only) one yielding (labeled, unlabeled) batches."""
-        reader = create('TrainReader')
-        workers = self.cfg.get('worker_num', 0)
-        if not (self.cfg.get('unlabeled_list') or
-                self.cfg.get('unlabeled_dir')):
-            return build_loader(reader, dataset, workers)
-        if not hasattr(self.model, 'student'):
-            raise ConfigError(
-                'unlabeled images (unlabeled_list, unlabeled_dir) train by '
-                'distillation only: use slim/distillation/distill.py')
-        paths = load_unlabeled(self.cfg, dataset.dataset_dir, logger)
-        size = self.cfg.get('unlabeled_batch_size')
-        size = reader.batch_size if size is None else size
-        if not isinstance(size, int) or size < 1:
-            raise ConfigError('unlabeled_batch_size must be a positive '
-                              'integer, got {!r}'.format(size))
-        logger.info('Each step reads {} labeled and {} unlabeled images per '
-                    'rank'.format(reader.batch_size, size))
-        return build_mixed_loader(
-            reader, dataset, workers, paths, size,
-            lambda epoch: epoch_seed(self.seed, epoch))
 
     def _epoch_batches(self, epoch):
         # Data order and augmentation are a function of (seed, epoch) only, so
         # a resumed run sees exactly the batches an uninterrupted one would.
         seed_everything(epoch_seed(self.seed, epoch))
-        if isinstance(self.loader.batch_sampler, MixedBatchSampler):
-            self.loader.batch_sampler.start_epoch(epoch)
-        else:
-            self.loader.batch_sampler.set_epoch(epoch_seed(self.seed, epoch))
-        if hasattr(self.loader.dataset, 'set_epoch'):
-            self.loader.dataset.set_epoch(epoch)
+        self.loader.start_epoch(epoch)
         return self.loader
 
     # -- training -----------------------------------------------------------
@@ -311,9 +240,6 @@ class Trainer:
                     self.state['best_map'] = current
                     self.state['best_step'] = self.state['step']
                     results['is_best'] = True
-            summary = getattr(self.model, 'epoch_summary', None)
-            if summary is not None and summary():
-                logger.info(summary())
             self.state['epoch'] = epoch + 1
             self._call('on_epoch_end', {'epoch': epoch, 'eval': results,
                                         'snapshot': snapshot or last,
@@ -326,8 +252,6 @@ class Trainer:
             with paddle.amp.auto_cast(
                     enable=self.scaler is not None and self.use_gpu,
                     level=self.cfg.get('amp_level', 'O1')):
-                if isinstance(data, (tuple, list)):  # labeled, unlabeled
-                    return model(*data)
                 return model(data)
         except (ValueError, RuntimeError) as e:
             # Non-finite weights make ppdet's loss kernels raise (e.g. the
@@ -373,7 +297,7 @@ class Trainer:
     # -- evaluation ---------------------------------------------------------
     def evaluate(self):
         loader = self.eval_loader
-        evaluator = VOCEvaluator(self.class_names)
+        evaluator = build_evaluator(self.cfg, self.class_names)
         was_training = self.detector.training
         raw = None
         if getattr(self, 'ema', None) is not None:  # evaluate what is saved

@@ -6,8 +6,10 @@ python slim/distillation/distill.py -c STUDENT.yml -t TEACHER.yml \
     [--unlabeled_list FILE] [--unlabeled_dir DIR]
 
 Everything but the teacher behaves as tools/train.py does on the student
-config: same -o overrides, outputs, checkpoints and evaluation. Of the -o
-overrides, num_classes applies to the teacher too (one global key in
+config: same -o overrides, outputs, checkpoints and evaluation. The
+distillation settings are the student config's Distill block
+(detdistill/distill/settings.py), e.g. -o Distill.losses.l2.weight=10. Of
+the -o overrides, num_classes applies to the teacher too (one global key in
 PaddleDetection); the others are the student's.
 """
 import os
@@ -17,11 +19,10 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                 '..', '..'))
 
 from detdistill.cli import TrainArgsParser, main_guard, run_training  # noqa: E402
-from detdistill.config import (build_model, load_config,  # noqa: E402
-                               shared_overrides)
-from detdistill.distill.distiller import build_distiller  # noqa: E402
-from detdistill.engine import Trainer  # noqa: E402
-from detdistill.engine.trainer import seed_everything, set_device  # noqa: E402
+from detdistill.config import build_model, load_config, shared_overrides  # noqa: E402
+from detdistill.distill.distiller import build_distill_trainer  # noqa: E402
+from detdistill.engine import build_detector, set_device  # noqa: E402
+from detdistill.engine.callbacks import EpochNote  # noqa: E402
 from detdistill.weights import load_weights  # noqa: E402
 
 
@@ -33,34 +34,42 @@ def parse_args(argv=None):
                    help='teacher weights: a path or a URL (downloaded once '
                         'into a cache)')
     p.add_argument('--temperature', type=float, default=None,
-                   help='softening temperature of the kl loss')
+                   help='softening temperature of the kl or ld loss (the '
+                        "loss entry's `temperature` option)")
     p.add_argument('--unlabeled_list', default=None,
                    help='extra images without labels, distilled only: one '
                         'path per line, relative to TrainDataset.dataset_dir '
-                        '(split_voc.py --unlabeled writes unlabeled.txt)')
+                        '(split_voc.py --unlabeled writes unlabeled.txt); '
+                        'Distill.unlabeled.list')
     p.add_argument('--unlabeled_dir', default=None,
-                   help='extra images without labels: every image in DIR')
+                   help='extra images without labels: every image in DIR; '
+                        'Distill.unlabeled.dir')
     return p.parse_args(argv)
+
+
+def _flag_overrides(args):
+    """The flags that are Distill settings, as -o overrides."""
+    out = []
+    if args.temperature is not None:
+        out.append('temperature={}'.format(args.temperature))
+    for flag, key in (('unlabeled_list', 'list'), ('unlabeled_dir', 'dir')):
+        if getattr(args, flag) is not None:
+            out.append('Distill.unlabeled.{}={}'.format(key,
+                                                        getattr(args, flag)))
+    return out
 
 
 @main_guard
 def main(argv=None):
     args = parse_args(argv)
-    cfg = load_config(args.config, args.opt)
-    for key in ('temperature', 'unlabeled_list', 'unlabeled_dir'):
-        if getattr(args, key) is not None:
-            cfg[key] = getattr(args, key)
-    tcfg = load_config(args.teacher_config, shared_overrides(args.opt))
+    cfg = load_config(args.config, args.opt + _flag_overrides(args))
     set_device(cfg)
-    # Seed, then build the student first: same initialisation as
-    # tools/train.py gives the baseline with the same seed.
-    seed_everything(int(cfg.get('seed', 0)))
-    student = build_model(cfg)
-    teacher = build_model(tcfg)
+    student = build_detector(cfg)  # the baseline's initialisation
+    teacher = build_model(load_config(args.teacher_config,
+                                      shared_overrides(args.opt)))
     load_weights(teacher, args.teacher_pretrained)
-    distiller = build_distiller(cfg, student, teacher)
-    trainer = Trainer(cfg, mode='train', model=distiller)
-    run_training(trainer, args)
+    trainer = build_distill_trainer(cfg, student, teacher)
+    run_training(trainer, args, [EpochNote(trainer.model.teacher.summary)])
     return trainer
 
 
