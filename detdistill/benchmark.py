@@ -131,7 +131,7 @@ PROFILES = {
         'YOLOv3-MobileNetV1 x0.25 960 steps (batch 8): far from '
         'convergence, a quick check, not an accuracy claim.',
         methods=['teacher', 'baseline', 'l2', 'fine_grained', 'kl',
-                 'kl_softmax'], out='benchmark', budget_min=40,
+                 'kl_softmax'], out='results', budget_min=40,
         # teacher 1600 steps ~690 s, student 960 steps ~180 s, distill ~320 s
         cost={'teacher': 3.8, 'train': 1.0, 'distill': 1.75},
         # "Recovers half the gap" is not judged here: 960 steps end near
@@ -140,7 +140,7 @@ PROFILES = {
         # the distilled student beats the baseline did not move.
         targets=dict(half_gap=False, one_seed_spread=(
             1.51, 'the largest student seed spread in '
-            'benchmark/results.json (kl, seeds 0 and 1)'))),
+            'results/results.json (kl, seeds 0 and 1)'))),
     # The main job (tools/run_demo.sh, issue 15): the converged profile's
     # seed-0 baseline and L2 student, distilled from the teacher that profile
     # trained and committed (`teacher_from`: evaluated here, not retrained).
@@ -151,15 +151,15 @@ PROFILES = {
         _CONVERGED_YOLO,
         about='Main job: the converged profile\'s data and student schedule '
         '(3200 steps, students at their plateau); the teacher is the one '
-        'that profile trained (benchmark/converged/runs/teacher_s0), '
+        'that profile trained (results/converged/runs/teacher_s0), '
         'evaluated on this machine, not retrained.',
         methods=['teacher', 'baseline', 'l2'], out='output/quick',
-        teacher_from='benchmark/converged', budget_min=45,
+        teacher_from='results/converged', budget_min=45,
         cost={'teacher': 0.05, 'train': 1.0, 'distill': 1.2},
         one_teacher=True,
         targets=dict(half_gap=False, one_seed_spread=(
             2.65, 'the largest seed spread of the baseline and l2 rows in '
-            'benchmark/converged/results.json (seeds 0, 1, 2)'))),
+            'results/converged/results.json (seeds 0, 1, 2)'))),
     # Issue 15: students trained to their plateau on data they can learn.
     'converged': dict(
         _CONVERGED_YOLO,
@@ -177,7 +177,7 @@ PROFILES = {
         # with --jobs 2 (README, wall time); the sweep is a one-off question.
         sweep=['fine_grained_soft', 'l2_w10', 'l2_w1000', 'fine_grained_w10',
                'fine_grained_w100'],
-        out='benchmark/converged', budget_min=120,
+        out='results/converged', budget_min=120,
         # estimates: teacher 6000 steps at ~2x a student step, student 3200;
         # distill ~1.2x a student step with the teacher cache
         cost={'teacher': 3.8, 'train': 1.0, 'distill': 1.2}, one_teacher=True,
@@ -211,7 +211,7 @@ PROFILES = {
         # with either objectness target (soft won on the first dataset).
         methods=['teacher', 'baseline', 'l2'], sweep=['l2_w10'],
         on_request=['fine_grained', 'fine_grained_soft'],
-        out='benchmark/converged_b', budget_min=60,
+        out='results/converged_b', budget_min=60,
         cost={'teacher': 3.8, 'train': 1.0, 'distill': 1.2}, one_teacher=True,
         targets=dict(teacher_min=40., teacher_margin=10., plateau_gain=1.)),
     # Issue 12: GFL heads and localization distillation on the demo data
@@ -224,13 +224,13 @@ PROFILES = {
         teacher='configs/demo/gfl_r34_demo.yml', opts=[],
         data='dataset/demo_voc', make_data=[], pinned='demo',
         methods=['teacher', 'baseline', 'ld', 'ld_vlr'],
-        out='benchmark/gfl_demo', budget_min=60,
+        out='results/gfl_demo', budget_min=60,
         cost={'teacher': 2.5, 'train': 1.0, 'distill': 1.35}, targets={},
         one_teacher=True,  # trained once: it is the critical path
         step_method='ld_vlr'),
     # Issue 12 in the converged regime: the GFL models on the converged data
     # and schedules (configs/converged/gfl_*). Costs from its committed run
-    # (benchmark/gfl_converged: teacher 78 min, students 15-21 min).
+    # (results/gfl_converged: teacher 78 min, students 15-21 min).
     'gfl_converged': dict(
         _CONVERGED_DATA, opts=[],
         student='configs/converged/gfl_r18_converged.yml',
@@ -239,7 +239,7 @@ PROFILES = {
         'steps, students GFL-ResNet18 x0.25 3200 steps (the converged '
         'YOLOv3 schedules), batch 8, 128 px.',
         methods=['teacher', 'baseline', 'ld', 'ld_vlr'],
-        out='benchmark/gfl_converged', budget_min=120,
+        out='results/gfl_converged', budget_min=120,
         cost={'teacher': 4.3, 'train': 1.0, 'distill': 1.1},
         one_teacher=True, step_method='ld_vlr',
         targets=dict(teacher_min=40., teacher_margin=10., plateau_gain=1.)),
@@ -573,7 +573,7 @@ def simulate_eta(pending, needs, busy, jobs, seconds):
 def run_all(methods, seeds, out, opts=(), jobs=1, reuse=True, heartbeat=60,
             profile='demo', one_seed=()):
     """Train every planned run, `jobs` at a time (a CPU run uses one core:
-    see benchmark/PROFILE.md), logging progress and an ETA every `heartbeat`
+    see results/PROFILE.md), logging progress and an ETA every `heartbeat`
     seconds and at each finished run. Returns the summaries in plan order."""
     runs, needs = plan(methods, seeds, one_seed, profile)
     jobs = max(1, jobs)

@@ -9,7 +9,7 @@ deterministic) and with the compiled teacher, the student train step alone
 and the teacher forwards alone. `compare_eval` times our evaluation against
 ppdet's own `Trainer.evaluate` on the same config and weights.
 `tools/profile_step.py --compare_ppdet` runs both and writes
-benchmark/TEACHER_SPEED.md.
+results/TEACHER_SPEED.md.
 
 ppdet's DistillModel is stepped as ppdet's Trainer runs it: `model.train()`
 puts its teacher in training mode too, and it must be, since

@@ -260,7 +260,7 @@ def test_the_main_job_is_the_converged_seed_0_rows_with_its_teacher():
     assert quick['pinned'] == 'converged'
     cmd = command('l2', 0, 'output/quick', profile='quick')
     weights = cmd[cmd.index('--teacher_pretrained') + 1]
-    assert weights == os.path.join('benchmark/converged', 'runs',
+    assert weights == os.path.join('results/converged', 'runs',
                                    'teacher_s0', 'yolov3_r34_converged',
                                    'model_final')
     assert os.path.isfile(os.path.join(ROOT, weights + '.pdparams'))
@@ -413,7 +413,7 @@ def test_a_bare_run_leaves_the_sweep_to_methods_sweep(demo_voc, tmp_path,
     out = str(tmp_path / 'out')
     os.makedirs(run_dir(out, 'l2_w10', 0))
     # a finished run as the benchmark writes it (curves and losses too)
-    shutil.copy(os.path.join(ROOT, 'benchmark', 'converged', 'runs',
+    shutil.copy(os.path.join(ROOT, 'results', 'converged', 'runs',
                              'l2_w10_s0', 'summary.json'),
                 run_dir(out, 'l2_w10', 0))
     opts = tiny_opts(demo_voc, str(tmp_path / 'unused'))

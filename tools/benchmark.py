@@ -36,7 +36,7 @@ def parse_args(argv=None):
                        ', '.join(bm.METHODS)))
     p.add_argument('--seeds', default='0,1')
     p.add_argument('--out', default=None, help="default: the profile's "
-                   '(benchmark, benchmark/converged, ...)')
+                   '(results, results/converged, ...)')
     p.add_argument('--jobs', type=int, default=os.cpu_count() or 1,
                    help='runs trained at once (default: one per CPU core; '
                    'a CPU run uses one core). Use 1 on a single GPU.')

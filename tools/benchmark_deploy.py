@@ -3,7 +3,7 @@ for Paddle Inference and ONNX Runtime on this CPU.
 
 python tools/benchmark_deploy.py --student_weights [NAME=]W [NAME=W ...]
     --teacher_weights W [--student CFG] [--teacher CFG] [-o k=v ...]
-    [--rounds 5] [--out benchmark] [--model_root output/deploy_benchmark]
+    [--rounds 5] [--out results] [--model_root output/deploy_benchmark]
 Several student weights (e.g. baseline=... l2=...) share the student config.
 Writes OUT/DEPLOY.md and OUT/deploy.json and prints the table.
 """
@@ -31,7 +31,7 @@ def parse_args(argv=None):
     p.add_argument('--rounds', type=int, default=5)
     p.add_argument('--threads', default='1,2')
     p.add_argument('--batches', default='1,8')
-    p.add_argument('--out', default='benchmark')
+    p.add_argument('--out', default='results')
     p.add_argument('--model_root', default='output/deploy_benchmark')
     return p.parse_args(argv)
 

@@ -1,16 +1,16 @@
 """Profile the CPU training step: eager vs paddle.jit.to_static vs bfloat16
 AMP, DataLoader workers, and several training processes at once. Prints the
-figures and writes them to benchmark/PROFILE.md.
+figures and writes them to results/PROFILE.md.
 
-python tools/profile_step.py [--repeats 10] [--jobs 2] [--out benchmark/PROFILE.md]
+python tools/profile_step.py [--repeats 10] [--jobs 2] [--out results/PROFILE.md]
 
 With --compare_ppdet: our distillation step and evaluation side by side with
 PaddleDetection's own (DistillModel + DistillYOLOv3Loss, Trainer.evaluate),
-in one process, one thread, interleaved; writes benchmark/TEACHER_SPEED.md.
+in one process, one thread, interleaved; writes results/TEACHER_SPEED.md.
 
 python tools/profile_step.py --compare_ppdet [--profiles demo,converged]
     [--repeats 10] [--eval_repeats 3] [--teacher_weights demo=PATH ...]
-    [--student_weights demo=PATH ...] [--out benchmark/TEACHER_SPEED.md]
+    [--student_weights demo=PATH ...] [--out results/TEACHER_SPEED.md]
 """
 import argparse
 import json
@@ -40,7 +40,7 @@ def main(argv=None):
                    help='processes started together for the parallel-run '
                    'measurement (default: one per core)')
     p.add_argument('--out', default=None, help='default: '
-                   'benchmark/PROFILE.md, or benchmark/TEACHER_SPEED.md with '
+                   'results/PROFILE.md, or results/TEACHER_SPEED.md with '
                    '--compare_ppdet')
     p.add_argument('--compare_ppdet', action='store_true')
     p.add_argument('--profiles', default='demo,converged')
@@ -56,13 +56,13 @@ def main(argv=None):
         argv if argv is not None else sys.argv[1:])
     if args.compare_ppdet:
         from detdistill import ppdet_compare
-        out = args.out or 'benchmark/TEACHER_SPEED.md'
+        out = args.out or 'results/TEACHER_SPEED.md'
         res = ppdet_compare.compare(
             args.profiles.split(','), args.repeats, args.eval_repeats,
             args.batches, _by_profile(args.teacher_weights),
             _by_profile(args.student_weights))
     else:
-        out = args.out or 'benchmark/PROFILE.md'
+        out = args.out or 'results/PROFILE.md'
         res = profiling.profile(args.repeats, args.jobs)
     os.makedirs(os.path.dirname(out) or '.', exist_ok=True)
     with open(os.path.splitext(out)[0] + '.json', 'w') as f:
