@@ -1034,6 +1034,6 @@ def ensure_data(profile='demo', opts=()):
     logger.info('[benchmark] writing the {} dataset to {}'.format(profile,
                                                                   root))
     # bounded: writing 4000 images takes about a minute
-    subprocess.run([sys.executable, 'tools/make_demo_voc.py', '--out', path] +
-                   PROFILES[profile]['make_data'], cwd=ROOT, check=True,
-                   timeout=1800)
+    subprocess.run([sys.executable, 'tools/dev/make_demo_voc.py', '--out',
+                    path] + PROFILES[profile]['make_data'], cwd=ROOT,
+                   check=True, timeout=1800)

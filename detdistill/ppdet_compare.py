@@ -8,7 +8,7 @@ warm (every image a hit: what epochs 2+ cost when the reader is
 deterministic) and with the compiled teacher, the student train step alone
 and the teacher forwards alone. `compare_eval` times our evaluation against
 ppdet's own `Trainer.evaluate` on the same config and weights.
-`tools/profile_step.py --compare_ppdet` runs both and writes
+`tools/dev/profile_step.py --compare_ppdet` runs both and writes
 results/TEACHER_SPEED.md.
 
 ppdet's DistillModel is stepped as ppdet's Trainer runs it: `model.train()`

@@ -1,6 +1,6 @@
 """Where a training step's time goes on this machine, and which of Paddle's
 speed-ups pay off: `paddle.jit.to_static`, AMP (bfloat16 is the only CPU
-AMP), DataLoader workers, and several runs at once. `tools/profile_step.py`
+AMP), DataLoader workers, and several runs at once. `tools/dev/profile_step.py`
 prints the figures and writes them to results/PROFILE.md; the trainer's
 defaults follow what they show.
 """

@@ -135,7 +135,7 @@ def test_benchmark_end_to_end_in_parallel(demo_voc, tmp_path):
 
 def test_profile_measures_every_variant_and_writes_a_report(demo_voc,
                                                             tmp_path):
-    """tools/profile_step.py's measurements on tiny data: eager, to_static and
+    """tools/dev/profile_step.py's measurements on tiny data: eager, to_static and
     bf16-AMP steps all run (or report their error), the loader is timed with
     and without a worker, and two processes time their steps together."""
     from conftest import tiny_opts

@@ -267,7 +267,7 @@ def test_benchmark_profile_datasets_have_the_pinned_content(tmp_path,
     from conftest import ROOT
     from detdistill.benchmark import PROFILES
     from detdistill.data.demo import PINNED_DIGESTS, dataset_digest
-    sys.path.insert(0, os.path.join(ROOT, 'tools'))
+    sys.path.insert(0, os.path.join(ROOT, 'tools', 'dev'))
     try:
         import make_demo_voc as tool
     finally:

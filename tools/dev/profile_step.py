@@ -2,13 +2,13 @@
 AMP, DataLoader workers, and several training processes at once. Prints the
 figures and writes them to results/PROFILE.md.
 
-python tools/profile_step.py [--repeats 10] [--jobs 2] [--out results/PROFILE.md]
+python tools/dev/profile_step.py [--repeats 10] [--jobs 2] [--out results/PROFILE.md]
 
 With --compare_ppdet: our distillation step and evaluation side by side with
 PaddleDetection's own (DistillModel + DistillYOLOv3Loss, Trainer.evaluate),
 in one process, one thread, interleaved; writes results/TEACHER_SPEED.md.
 
-python tools/profile_step.py --compare_ppdet [--profiles demo,converged]
+python tools/dev/profile_step.py --compare_ppdet [--profiles demo,converged]
     [--repeats 10] [--eval_repeats 3] [--teacher_weights demo=PATH ...]
     [--student_weights demo=PATH ...] [--out results/TEACHER_SPEED.md]
 """
@@ -52,7 +52,7 @@ def main(argv=None):
     p.add_argument('--student_weights', nargs='*', default=[],
                    metavar='PROFILE=PATH', help='weights evaluated')
     args = p.parse_args(argv)
-    cmd = 'python tools/profile_step.py ' + ' '.join(
+    cmd = 'python tools/dev/profile_step.py ' + ' '.join(
         argv if argv is not None else sys.argv[1:])
     if args.compare_ppdet:
         from detdistill import ppdet_compare

@@ -1,7 +1,7 @@
 """Inference table: exported student vs exported teacher, mAP and images/s
 for Paddle Inference and ONNX Runtime on this CPU.
 
-python tools/benchmark_deploy.py --student_weights [NAME=]W [NAME=W ...]
+python tools/dev/deploy_speed.py --student_weights [NAME=]W [NAME=W ...]
     --teacher_weights W [--student CFG] [--teacher CFG] [-o k=v ...]
     [--rounds 5] [--out results] [--model_root output/deploy_benchmark]
 Several student weights (e.g. baseline=... l2=...) share the student config.
@@ -51,7 +51,7 @@ def main(argv=None):
         threads=[int(t) for t in args.threads.split(',')],
         batches=[int(b) for b in args.batches.split(',')])
     table = format_report(result)
-    command = 'python tools/benchmark_deploy.py ' + ' '.join(
+    command = 'python tools/dev/deploy_speed.py ' + ' '.join(
         sys.argv[1:] if argv is None else argv)
     os.makedirs(args.out, exist_ok=True)
     _write(os.path.join(args.out, 'deploy.json'),
