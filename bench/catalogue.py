@@ -93,8 +93,8 @@ class Catalogue:
 # -- value checks: each returns the value as stored or raises, naming `where`
 
 def _fail(where, what, value):
-    raise CatalogueError('{}: expected {}, got {!r}'.format(where, what,
-                                                             value))
+    raise CatalogueError('{}: expected {}, got {!r}'.format(
+        where, what, value))
 
 
 def _text(value, where):
@@ -184,6 +184,8 @@ _PROFILE = _mapping({
     'step_method': _text, 'targets': _TARGETS},
     required=('student', 'teacher', 'make_data', 'methods', 'out',
               'budget_min', 'cost'))
+
+
 def _named(value, where):
     """A section: a mapping of names to entries (checked one by one)."""
     if not isinstance(value, dict):
@@ -225,9 +227,12 @@ def _check_references(cat):
             known(getattr(p, key), cat.methods, '{}.{}'.format(where, key),
                   'row')
         known([p.step_method], cat.methods, where + '.step_method', 'row')
-        if not cat.methods[p.step_method].distills:
-            raise CatalogueError('{}.step_method: {} does not distill'
-                                 .format(where, p.step_method))
+        for key, rows in (('step_method', [p.step_method]),
+                          ('sweep', p.sweep)):
+            for row in rows:
+                if not cat.methods[row].distills:
+                    raise CatalogueError('{}.{}: {} does not distill'.format(
+                        where, key, row))
         for key in ('pairs', 'same'):
             known([r for pair in p.targets.get(key, ()) for r in pair],
                   cat.methods, '{}.targets.{}'.format(where, key), 'row')

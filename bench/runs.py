@@ -21,7 +21,8 @@ __all__ = ['ROOT', 'run_dir', 'config_of', 'profile_opts', 'dataset_dir',
 
 logger = get_logger()
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPTS = {'train': 'tools/train.py', 'distill': 'slim/distillation/distill.py'}
+SCRIPTS = {'train': 'tools/train.py',
+           'distill': 'slim/distillation/distill.py'}
 
 
 def _abs(path):

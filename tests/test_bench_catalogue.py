@@ -126,6 +126,11 @@ def test_a_broken_catalogue_is_one_error_naming_the_key(tmp_path):
         'profiles.converged.targets.same: expected a list of [row, row] '
         'pairs')
 
+    def sweep_of_a_train_row(raw):
+        raw['profiles']['converged_b']['sweep'].append('baseline_half')
+    assert _broken(tmp_path, sweep_of_a_train_row) == (
+        'profiles.converged_b.sweep: baseline_half does not distill')
+
     def step_method_trains(raw):
         raw['profiles']['gfl_demo']['step_method'] = 'baseline'
     assert _broken(tmp_path, step_method_trains) == (

@@ -1,4 +1,5 @@
-# Lets `python tools/dev/x.py` import the package from a checkout without installing.
+# Lets `python tools/dev/x.py` import the packages from a checkout without
+# installing.
 import os
 import sys
 

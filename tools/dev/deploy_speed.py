@@ -14,7 +14,7 @@ import sys
 
 import _path  # noqa: F401
 
-from detdistill.deploy.benchmark import format_report, run_deploy_benchmark
+from bench.deploy_speed import format_report, run_deploy_speed
 from detdistill.fileio import atomic_write
 
 
@@ -36,9 +36,6 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-_write = atomic_write
-
-
 def main(argv=None):
     args = parse_args(argv)
     models = {}
@@ -46,7 +43,7 @@ def main(argv=None):
         name, _, path = item.rpartition('=')
         models[name or 'student'] = (args.student, path)
     models['teacher'] = (args.teacher, args.teacher_weights)
-    result = run_deploy_benchmark(
+    result = run_deploy_speed(
         models, args.model_root, args.opt, rounds=args.rounds,
         threads=[int(t) for t in args.threads.split(',')],
         batches=[int(b) for b in args.batches.split(',')])
@@ -54,11 +51,11 @@ def main(argv=None):
     command = 'python tools/dev/deploy_speed.py ' + ' '.join(
         sys.argv[1:] if argv is None else argv)
     os.makedirs(args.out, exist_ok=True)
-    _write(os.path.join(args.out, 'deploy.json'),
-           json.dumps(dict(result, command=command), indent=1))
-    _write(os.path.join(args.out, 'DEPLOY.md'),
-           '# Exported models: accuracy and CPU speed\n\n`{}`\n\n{}\n'
-           .format(command, table))
+    atomic_write(os.path.join(args.out, 'deploy.json'),
+                 json.dumps(dict(result, command=command), indent=1))
+    atomic_write(os.path.join(args.out, 'DEPLOY.md'),
+                 '# Exported models: accuracy and CPU speed\n\n`{}`\n\n{}\n'
+                 .format(command, table))
     print(table)
     return result
 
