@@ -14,7 +14,7 @@ from detdistill.logger import get_logger
 
 from . import runs as R
 from .catalogue import catalogue
-from .eta import simulate_eta
+from .eta import estimate
 from .splits import SPLITS
 from .watch import STOP, run_watched
 
@@ -182,21 +182,14 @@ def run_all(methods, seeds, out, profile, opts=(), jobs=1, reuse=True,
     def report(finished=None):
         now = time.time()
         steps = {r: R.progress(out, r, profile) for r in running.values()}
-        units = {r: cost(r[0], profile) for r in runs}
-        # Seconds per COST unit: from finished runs, else from running ones.
-        trained = [(s['wall_s'], units[r]) for r, s in done.items()
-                   if not s.get('reused')]
-        trained += [] if trained else [
-            (now - started[r], units[r] * step / total)
-            for r, (step, total) in steps.items() if total and step]
-        unit = sum(t for t, _ in trained) / sum(c for _, c in trained) \
-            if trained else None
-        eta = None
-        if unit:
-            busy = {r: units[r] * unit * (1 - step / total if total else 1)
-                    for r, (step, total) in steps.items()}
-            eta = simulate_eta(pending, needs, busy, jobs,
-                               lambda r: units[r] * unit)
+        eta = estimate(
+            pending, needs, jobs,
+            {r: (now - started[r], st, tot) for r, (st, tot) in steps.items()},
+            # an evaluated teacher (trained_in) has measured no training
+            {r: (s['wall_s'], 'trained_in' not in s) for r, s in done.items()
+             if not s.get('reused')},
+            lambda r: cost(r[0], profile),
+            lambda r: catalogue().methods[r[0]].kind)
         head = '{} seed {}: mAP 11pt {:.2f} area {:.2f} | '.format(
             finished[0], finished[1],
             100 * done[finished]['mAP']['11point'],

@@ -289,6 +289,55 @@ def test_eta_replays_the_schedule_with_its_waits():
                         lambda r: secs[r[0]]) == 100 + 300 + 2 * 80 + 2 * 50
 
 
+def _eta(profile, pending, running, finished, jobs=2):
+    from bench.eta import estimate
+    from bench.runner import cost
+    return estimate(pending, {r: set() for r in list(pending) + list(
+        running) + list(finished)}, jobs, running, finished,
+        lambda r: cost(r[0], profile),
+        lambda r: catalogue().methods[r[0]].kind)
+
+
+def test_eta_of_the_main_job_comes_from_the_students_own_steps():
+    """The main job (the quick profile): the teacher is evaluated, not
+    trained (cost 0.05), then the baseline and L2 students train side by
+    side. Scaling the evaluation's 11.3 s by the cost ratios printed 'ETA
+    272s' for a 10-minute run; the evaluation says nothing about training:
+    until a student logs steps the ETA is unknown, then it is each
+    student's own seconds per step times its steps left."""
+    quick = _profile('quick', cost={'teacher': 0.05, 'train': 1.0,
+                                    'distill': 1.2})
+    T, B, L = ('teacher', 0), ('baseline', 0), ('l2', 0)
+    evaluated = {T: (11.3, False)}
+    # the first report: the teacher done, the baseline started, l2 next
+    assert _eta(quick, [L], {B: (11.3, 0, 0)}, evaluated) is None
+    assert _eta(quick, [], {B: (30., 0, 0), L: (18., 0, 0)},
+                evaluated) is None
+    # the baseline has logged 320 of 3200 steps in 60 s: 540 s left, 600 s
+    # a train run; l2 borrows it through the cost ratio: 720 - 48 s left
+    assert _eta(quick, [], {B: (60., 320, 3200), L: (48., 0, 0)},
+                evaluated) == pytest.approx(672.)
+    # both logging: their own rates (l2 the slower: 2000 steps at 0.24 s)
+    assert _eta(quick, [], {B: (300., 1600, 3200), L: (288., 1200, 3200)},
+                evaluated) == pytest.approx(480.)
+    # another evaluated teacher takes the evaluation's own length
+    assert _eta(quick, [('teacher', 1)], {}, evaluated) == pytest.approx(11.3)
+
+
+def test_eta_of_pending_runs_from_their_kind_then_the_cost_ratios():
+    """One worker: a pending row takes its kind's measured seconds per cost
+    unit (times its cost_scale); a kind not measured yet (the teacher) the
+    training runs' through the profile's cost ratio."""
+    converged = _profile('converged', cost={'teacher': 3.8, 'train': 1.0,
+                                            'distill': 1.2})
+    eta = _eta(converged,
+               [('l2_half', 0), ('baseline', 1), ('teacher', 1)],
+               {('l2', 0): (60., 100, 200)},  # 60 s left, 120 s a run
+               {('baseline', 0): (100., True)}, jobs=1)
+    # 60 left + l2_half 0.5 x 120 + baseline 100 + teacher 3.8 x 100
+    assert eta == pytest.approx(60 + 60 + 100 + 380)
+
+
 def test_an_interrupted_run_resumes_from_its_last_checkpoint(demo_voc,
                                                              tmp_path):
     """A benchmark killed mid-run (here: the summary and the epoch-1 and
