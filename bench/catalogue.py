@@ -5,11 +5,13 @@ naming the key."""
 import difflib
 import functools
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import yaml
 
 from detdistill.errors import DetDistillError
+
+from .splits import SPLITS
 
 __all__ = ['CatalogueError', 'Method', 'Profile', 'Catalogue', 'load',
            'catalogue', 'PATH', 'DEFAULT_BASELINE', 'KINDS']
@@ -49,6 +51,8 @@ class Method:
 
 @dataclass(frozen=True)
 class Profile:
+    """A profile: configs, data, rows, output, costs and targets
+    (catalogue.yaml documents each key)."""
     name: str
     student: str
     teacher: str
@@ -64,7 +68,7 @@ class Profile:
     teacher_from: str = None
     one_teacher: bool = False
     step_method: str = 'l2'
-    targets: dict = None
+    targets: dict = field(default_factory=dict)
     about: str = ''
 
     def config(self, role):
@@ -211,6 +215,8 @@ def _check_references(cat):
                 raise CatalogueError("{}: no {} '{}'{}".format(
                     where, what, n,
                     " (did you mean '{}'?)".format(hint[0]) if hint else ''))
+    known(cat.splits, SPLITS, 'splits', 'writer in bench/splits.py of a '
+          'split')
     teachers = [m for m in cat.methods.values() if m.role == 'teacher']
     if len(teachers) != 1 or teachers[0].tool != 'train':
         raise CatalogueError('methods: expected one row with role teacher '
@@ -252,9 +258,8 @@ def _read(path):
     methods = {n: Method(n, **v) for n, v in
                _entries('methods', _METHOD, raw['methods']).items()}
     splits = _entries('splits', _SPLIT, raw.get('splits'))
-    profiles = {n: Profile(n, **dict(v, targets=v.get('targets', {})))
-                for n, v in _entries('profiles', _PROFILE,
-                                     raw['profiles']).items()}
+    profiles = {n: Profile(n, **v) for n, v in
+                _entries('profiles', _PROFILE, raw['profiles']).items()}
     cat = Catalogue(methods, splits, profiles)
     _check_references(cat)
     return cat

@@ -102,9 +102,10 @@ def main(argv=None):
     rows = aggregate(summaries)
     targets = check_targets(rows, step_cost, summaries, prof.targets)
     with open(os.path.join(out, 'results.json'), 'w') as f:
-        json.dump({'data': data, 'methods': rows, 'profile': step_cost,
-                   'targets': [
-            {'target': t, 'met': ok, 'detail': why} for t, ok, why in targets],
+        json.dump({
+            'data': data, 'methods': rows, 'profile': step_cost,
+            'targets': [{'target': t, 'met': ok, 'detail': why}
+                        for t, ok, why in targets],
             'runs': [{k: v for k, v in s.items() if k != 'losses'}
                      for s in summaries],
             'not_finished': [list(r) for r in missing]}, f, indent=1)

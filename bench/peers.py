@@ -310,7 +310,7 @@ def write_report(res, path, command_line):
     """Markdown tables of `compare`'s result."""
     from detdistill.fileio import atomic_write
     m = res['machine']
-    lines = ['# Teacher speed: our distillation step vs PaddleDetection\'s', '',
+    lines = ["# Teacher speed: our distillation step vs PaddleDetection's", '',
              'Produced by `{}`: paddle {}, ppdet {}, {} ({} cores), one '
              'Paddle thread, median of interleaved repeats. Load average '
              '{} at the start and {} at the end: the machine was shared, so '

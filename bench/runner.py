@@ -12,9 +12,11 @@ import time
 
 from detdistill.logger import get_logger
 
-from . import runs as R
 from .catalogue import catalogue
 from .eta import estimate
+from .runs import (command, config_of, data_path, history, last_checkpoint,
+                   profile_opts, progress, read_summary, run_dir,
+                   teacher_weights, write_summary)
 from .splits import SPLITS
 from .watch import STOP, run_watched
 
@@ -58,20 +60,20 @@ def run_one(method, seed, out, profile, opts=(), reuse=True):
     epoch checkpoint with -r, which resumes exactly; its wall time then
     counts the resumed part only (`resumed_from` says so)."""
     run, row = (method, seed), catalogue().methods[method]
-    summary = R.read_summary(out, run) if reuse else None
+    summary = read_summary(out, run) if reuse else None
     if summary:
         return summary
-    d = R.run_dir(out, method, seed)
+    d = run_dir(out, method, seed)
     os.makedirs(d, exist_ok=True)
     if row.role == 'teacher' and profile.teacher_from:
         return _evaluate_teacher(run, out, profile, opts)
-    cfg = R.config_of(method, profile)
-    resume = R.last_checkpoint(d, cfg) if reuse else None
+    cfg = config_of(method, profile)
+    resume = last_checkpoint(d, cfg) if reuse else None
     if row.split:
-        SPLITS[row.split](R.data_path(profile, opts))
+        SPLITS[row.split](data_path(profile, opts))
     rss_file = os.path.join(d, 'peak_rss_kb.txt')
     cmd = ['/usr/bin/time', '-f', '%M', '-o', rss_file] + \
-        R.command(method, seed, out, profile, opts) + (
+        command(method, seed, out, profile, opts) + (
             ['-r', resume] if resume else [])
     if resume:
         logger.info('[bench] {} seed {} resumes from {}'.format(
@@ -81,7 +83,7 @@ def run_one(method, seed, out, profile, opts=(), reuse=True):
     if code != 0:
         raise RuntimeError('{} seed {} failed (exit {}); see {}'.format(
             method, seed, code, os.path.join(d, 'train.log')))
-    hist = R.history(out, run, profile)
+    hist = history(out, run, profile)
     train = [r for r in hist if r['kind'] == 'train']
     evals = [r for r in hist if r['kind'] == 'eval']
     with open(rss_file) as f:
@@ -101,7 +103,7 @@ def run_one(method, seed, out, profile, opts=(), reuse=True):
                      'total_steps')}
                    for r in train],
     }
-    R.write_summary(out, run, summary)
+    write_summary(out, run, summary)
     return summary
 
 
@@ -110,19 +112,19 @@ def _evaluate_teacher(run, out, profile, opts):
     training record as committed, its mAP measured here with tools/eval.py
     (which also proves the weights load into this config)."""
     src = profile.teacher_from
-    record = R.read_summary(src, run)
+    record = read_summary(src, run)
     if record is None:
         raise RuntimeError('the {} profile distils from the teacher trained '
                            'in {}, whose record {} is missing'.format(
                                profile.name, src, os.path.join(
-                                   R.run_dir(src, *run), 'summary.json')))
+                                   run_dir(src, *run), 'summary.json')))
     summary = {k: v for k, v in record.items() if k != 'reused'}
-    d = R.run_dir(out, *run)
-    weights = R.teacher_weights(out, profile, run[1])
+    d = run_dir(out, *run)
+    weights = teacher_weights(out, profile, run[1])
     res_file = os.path.join(d, 'eval.json')
     cmd = [sys.executable, 'tools/eval.py', '-c', profile.teacher,
            '--json', res_file, '-o', 'weights=' + weights] + \
-        R.profile_opts(profile, opts)
+        profile_opts(profile, opts)
     tic = time.time()
     code = run_watched(cmd, os.path.join(d, 'eval.log'))
     if code != 0:
@@ -134,7 +136,7 @@ def _evaluate_teacher(run, out, profile, opts):
     summary.update(mAP=res['mAP'], eval_images_per_sec=res['images_per_sec'],
                    wall_s=time.time() - tic, trained_in=src,
                    mAP_where_trained=summary['mAP'])
-    R.write_summary(out, run, summary)
+    write_summary(out, run, summary)
     return summary
 
 
@@ -143,7 +145,7 @@ def finished_summaries(methods, seeds, out, profile, one_seed=()):
     the (method, seed) of those that have not): a report without training."""
     done, missing = [], []
     for r in plan(methods, seeds, profile, one_seed)[0]:
-        s = R.read_summary(out, r)
+        s = read_summary(out, r)
         if s:
             done.append(s)
         else:
@@ -165,7 +167,7 @@ def other_seeds(methods, seeds, out, one_seed):
     """Finished runs of one-seed rows at the other seeds (a sweep weight
     rerun on every seed with `--methods ROW --seeds S`): reported with
     their row, never trained by a bare profile run."""
-    return [s for s in (R.read_summary(out, (m, seed)) for m in methods
+    return [s for s in (read_summary(out, (m, seed)) for m in methods
                         if m in one_seed for seed in seeds[1:]) if s]
 
 
@@ -181,7 +183,7 @@ def run_all(methods, seeds, out, profile, opts=(), jobs=1, reuse=True,
 
     def report(finished=None):
         now = time.time()
-        steps = {r: R.progress(out, r, profile) for r in running.values()}
+        steps = {r: progress(out, r, profile) for r in running.values()}
         eta = estimate(
             pending, needs, jobs,
             {r: (now - started[r], st, tot) for r, (st, tot) in steps.items()},
@@ -211,7 +213,7 @@ def run_all(methods, seeds, out, profile, opts=(), jobs=1, reuse=True,
                 if needs[r] <= set(done):
                     pending.remove(r)
                     logger.info('[bench] start {} seed {} -> {}'.format(
-                        r[0], r[1], R.run_dir(out, *r)))
+                        r[0], r[1], run_dir(out, *r)))
                     started[r] = time.time()
                     running[pool.submit(run_one, r[0], r[1], out, profile,
                                         opts, reuse)] = r

@@ -115,6 +115,11 @@ def test_a_broken_catalogue_is_one_error_naming_the_key(tmp_path):
     assert _broken(tmp_path, missing_cost) == (
         "profiles.gfl_demo.cost: 'distill' is missing")
 
+    def split_without_writer(raw):
+        raw['splits']['quarter'] = {'note': 'a quarter'}
+    assert _broken(tmp_path, split_without_writer) == (
+        "splits: no writer in bench/splits.py of a split 'quarter'")
+
     def unknown_split(raw):
         raw['methods']['l2_half']['split'] = 'quarter'
     assert _broken(tmp_path, unknown_split) == (

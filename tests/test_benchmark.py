@@ -92,7 +92,8 @@ def test_converged_goals_teacher_margin_and_plateau():
             _run('baseline', 1, 35), _run('l2', 0, 38)]
     runs[1]['curve'] = curve((100, 20), (300, 35.5), (400, 36))
     runs[2]['curve'] = curve((100, 20), (290, 33), (310, 34.8), (400, 35))
-    assert abs(plateau_gain(runs[1]) - 0.5) < 1e-9  # 36 - 35.5 (step 300 <= 0.75*400)
+    # 36 - 35.5 (step 300 <= 0.75 * 400)
+    assert abs(plateau_gain(runs[1]) - 0.5) < 1e-9
     assert abs(plateau_gain(runs[2]) - 2.0) < 1e-9  # 35 - 33 (step 290)
     goals = {'teacher_min': 40., 'teacher_margin': 10., 'plateau_gain': 1.}
     res = {t: (ok, why) for t, ok, why in check_targets(
