@@ -118,14 +118,14 @@ def _number(value, where):
     if isinstance(value, bool) or not isinstance(value, (int, float)) or \
             value < 0:
         _fail(where, 'a number >= 0', value)
-    return float(value)
+    return value
 
 
 def _positive(value, where):
     if isinstance(value, bool) or not isinstance(value, (int, float)) or \
             value <= 0:
         _fail(where, 'a number > 0', value)
-    return float(value)
+    return value
 
 
 def _flag(value, where):

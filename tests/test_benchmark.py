@@ -59,8 +59,12 @@ def test_gap_recovered_and_targets(tmp_path):
         'distillation loss under 5% of a step': True}
     path = tmp_path / 'REPORT.md'
     write_report(rows, step_cost, str(path), 'python tools/benchmark.py',
-                 _profile(), targets)
+                 _profile(budget_min=40), targets, run_wall_s=120.,
+                 bench_wall_s=90., jobs=2)
     lines = path.read_text().splitlines()
+    assert 'Wall time of this benchmark: **1.5 min** with 2 run(s) at a ' \
+        'time (target for the whole benchmark: 40 min); training and ' \
+        'evaluation time of the runs it trained, summed: 2.0 min.' in lines
     assert '| l2 | 42.00 ± 2.00 | 38.18 ± 1.82 | 52% / 53% | 40.0 | 2.00x | ' \
         '700 | 100.0 |' in lines
     assert '- distill step within 1.15x of student step + teacher forward: ' \
