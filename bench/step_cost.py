@@ -95,8 +95,12 @@ def distill_step_cost(profile, teacher_weights, repeats=10, opts=()):
 
 
 # -- The seam to the library's distiller and trainer --------------------------
-# Every call bench/ makes into detdistill.distill and detdistill.engine is
-# below: their API is being redesigned, and this is the one place to adapt.
+# Every call bench/ makes into the distiller and the trainer is below (and
+# uses of what they return: `.loader`, `.optimizer`, the distiller's
+# forward): their API is being redesigned, and this is the place to adapt.
+# Elsewhere bench/ reads the training log and checkpoints (runs.py:
+# read_history, latest_checkpoint) and resolves a row's losses (report.py:
+# distill_settings).
 
 class Distillation:
     """A distiller of `student` by `teacher` (config `cfg`), seen through
