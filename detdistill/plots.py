@@ -1,6 +1,4 @@
 """Pictures of training: loss components and mAP over steps."""
-import os
-
 import matplotlib
 
 matplotlib.use('Agg')  # no display on servers and CI
@@ -45,80 +43,3 @@ def plot_history(records, path, title=''):
     finally:
         plt.close(fig)
     return path
-
-
-def plot_benchmark(summaries, out_dir):
-    """map_curves.png: eval mAP over steps per method (mean over seeds);
-    loss_curves.png: detection and distillation losses over steps."""
-    import numpy as np
-    by = {}
-    for s in summaries:
-        by.setdefault(s['method'], []).append(s)
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for m, runs in by.items():
-        steps = [p[0] for p in runs[0]['curve']]
-        vals = np.array([[100 * p[1]['11point'] for p in r['curve']]
-                         for r in runs if len(r['curve']) == len(steps)])
-        ax.plot(steps, vals.mean(0), marker='o', label='{} (n={})'.format(
-            m, len(vals)))
-        if len(vals) > 1:
-            ax.fill_between(steps, vals.min(0), vals.max(0), alpha=.15)
-    ax.set_xlabel('step')
-    ax.set_ylabel('mAP@0.5 11-point (%)')
-    ax.grid(alpha=.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(os.path.join(out_dir, 'map_curves.png'), dpi=90)
-    plt.close(fig)
-
-    students = [m for m in by if m != 'teacher']
-    if not students:  # a teacher-only run has no loss panels to draw
-        return
-    fig, axes = plt.subplots(1, len(students), figsize=(4 * len(students), 3.8),
-                             squeeze=False)
-    for ax, m in zip(axes[0], students):
-        run = by[m][0]
-        keys = [k for k in ('loss', 'det_loss', 'distill_loss', 'teacher_loss')
-                if any(k in r for r in run['losses'])]
-        for k in keys:
-            pts = [(r['step'], r[k]) for r in run['losses'] if k in r]
-            ax.plot(*zip(*pts), label=k)
-        ax.set_yscale('log')
-        ax.set_title('{} (seed {})'.format(m, run['seed']))
-        ax.set_xlabel('step')
-        ax.grid(alpha=.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(os.path.join(out_dir, 'loss_curves.png'), dpi=90)
-    plt.close(fig)
-
-
-def loss_ratio_series(run):
-    """[(step, distill_loss / det_loss)] of one distilled run's log."""
-    return [(r['step'], r['distill_loss'] / r['det_loss'])
-            for r in run['losses'] if r.get('det_loss') and
-            r.get('distill_loss') is not None]
-
-
-def plot_loss_ratio(summaries, out_dir):
-    """loss_ratio.png: distillation loss / detection loss over training, per
-    distilled method (seed 0 or the first seed), so the balance a weight
-    gives is visible."""
-    runs = {}
-    for s in summaries:
-        if loss_ratio_series(s) and s['method'] not in runs:
-            runs[s['method']] = s
-    if not runs:
-        return
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for m, run in runs.items():
-        ax.plot(*zip(*loss_ratio_series(run)), label='{} (seed {})'.format(
-            m, run['seed']))
-    ax.set_yscale('log')
-    ax.set_xlabel('step')
-    ax.set_ylabel('distill_loss / det_loss')
-    ax.grid(alpha=.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(os.path.join(out_dir, 'loss_ratio.png'), dpi=90)
-    plt.close(fig)

@@ -141,7 +141,7 @@ def test_default_demo_dataset_has_the_pinned_content(tmp_path):
     assert dataset_digest(out) == DEMO_DIGEST
     # the benchmark's half-label lists are derived from these files: the
     # same data, the same digest; a changed list is a different dataset
-    from detdistill.benchmark import write_half_split
+    from bench.splits import write_half_split
     write_half_split(out)
     assert sorted(f for f in os.listdir(out) if 'half' in f) == [
         'trainval_half.txt', 'unlabeled_half.txt']
@@ -261,19 +261,17 @@ def test_two_images_for_one_annotation_are_an_error(voc):
 @pytest.mark.parametrize('profile', ['converged', 'converged_b'])
 def test_benchmark_profile_datasets_have_the_pinned_content(tmp_path,
                                                             profile):
-    """The converged benchmarks' datasets, written by the same command
-    tools/benchmark.py runs, hash to their committed digests."""
-    import sys
-    from conftest import ROOT
-    from detdistill.benchmark import PROFILES
+    """The converged benchmarks' datasets, written by the command their
+    catalogue profile names (what tools/benchmark.py runs), hash to their
+    committed digests."""
+    from conftest import run_tool
+    from bench.catalogue import catalogue
     from detdistill.data.demo import PINNED_DIGESTS, dataset_digest
-    sys.path.insert(0, os.path.join(ROOT, 'tools'))
-    try:
-        import make_demo_voc as tool
-    finally:
-        sys.path.pop(0)
     out = str(tmp_path / profile)
-    tool.main(['--out', out] + PROFILES[profile]['make_data'])
+    cmd = [a.replace('{dataset_dir}', out)
+           for a in catalogue().profiles[profile].make_data]
+    r = run_tool(cmd, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
     assert dataset_digest(out) == PINNED_DIGESTS[profile]
     labels = open(os.path.join(out, 'label_list.txt')).read().split()
     assert len(labels) == (6 if profile == 'converged' else 4)

@@ -355,7 +355,7 @@ def test_comparisons_excuse_threshold_flips_only():
 
 
 def test_speed_table_rows(demo_voc, exported):
-    from detdistill.deploy.speed import measure_speed
+    from bench.deploy_speed import measure_speed
     model = ExportedDetector(exported['student'])
     feed = model.preprocess(_test_images(demo_voc)[:3])
     rows = measure_speed(exported, feed, threads=(1,), batches=(1, 4),

@@ -1,9 +1,8 @@
-"""Where a training step's time goes on this machine, and which of Paddle's
-speed-ups pay off: `paddle.jit.to_static`, AMP (bfloat16 is the only CPU
-AMP), DataLoader workers, and several runs at once. `tools/profile_step.py`
-prints the figures and writes them to benchmark/PROFILE.md; the trainer's
-defaults follow what they show.
-"""
+"""Which of Paddle's speed-ups pay off for a profile's student on this
+machine: `paddle.jit.to_static`, AMP (bfloat16 is the only CPU AMP),
+DataLoader workers, and several runs at once. `tools/dev/profile_step.py`
+prints the figures and writes them to results/PROFILE.md; the trainer's
+defaults follow what they show."""
 import json
 import os
 import subprocess
@@ -13,27 +12,31 @@ import warnings
 
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-STUDENT = 'configs/demo/yolov3_mobilenet_v1_demo.yml'
-TEACHER = 'configs/demo/yolov3_r34_demo.yml'
+from .runs import ROOT, profile_opts
+from .step_cost import (Distillation, logged_scalars, student_trainer,
+                        time_steps, train_step)
+
+__all__ = ['step_variants', 'to_static_distiller_check',
+           'loader_seconds_per_batch', 'eager_step_seconds', 'concurrent',
+           'measure', 'write_profile']
 
 
-def _trainer(opts=(), worker_num=0):
+def _student(profile, opts=(), worker_num=0):
+    """(config, trainer) of the profile's student, on the CPU."""
     import paddle
-    from .config import load_config
-    from .engine import Trainer
+    from detdistill.config import load_config
     paddle.set_device('cpu')
-    cfg = load_config(os.path.join(ROOT, STUDENT),
-                      list(opts) + ['worker_num={}'.format(worker_num)])
-    return cfg, Trainer(cfg, 'train')
+    cfg = load_config(os.path.join(ROOT, profile.student), profile_opts(
+        profile, opts) + ['worker_num={}'.format(worker_num)])
+    return cfg, student_trainer(cfg)
 
 
-def _train_step(model, opt, amp_dtype=None):
+def _amp_step(model, opt, dtype):
+    """train_step with the forward under AMP (the backward outside it)."""
     import paddle
 
     def step(batch):
-        with paddle.amp.auto_cast(enable=amp_dtype is not None,
-                                  dtype=amp_dtype or 'float16', level='O1'):
+        with paddle.amp.auto_cast(dtype=dtype, level='O1'):
             loss = model(batch)['loss']
         loss.backward()
         opt.step()
@@ -41,30 +44,29 @@ def _train_step(model, opt, amp_dtype=None):
     return step
 
 
-def step_variants(repeats=10, opts=()):
+def step_variants(profile, repeats=10, opts=()):
     """Median seconds of one student train step (batch of the config) in
-    eager mode, under to_static and under bfloat16 AMP, interleaved
-    round-robin so load changes hit every variant alike. A variant that
-    fails to run reports its error instead of a time."""
+    eager mode, under to_static and under bfloat16 AMP, interleaved so that
+    load changes hit every variant alike. A variant that fails to run
+    reports its error instead of a time."""
     import paddle
-    from .config import build_model
-    cfg, trainer = _trainer(opts)
+    from detdistill.config import build_model
+    cfg, trainer = _student(profile, opts)
     batches = [b for _, b in zip(range(3), trainer.loader)]
     eager = trainer.model
     # to_static converts a layer in place: give it its own copy.
     static = build_model(cfg)
     static.set_state_dict(eager.state_dict())
     static_opt = paddle.optimizer.Adam(1e-4, parameters=static.parameters())
-    variants, errors = {}, {}
-    variants['eager'] = _train_step(eager, trainer.optimizer)
+    variants, errors = {'eager': train_step(eager, trainer.optimizer)}, {}
     try:
-        variants['to_static'] = _train_step(
+        variants['to_static'] = train_step(
             paddle.jit.to_static(static, full_graph=True), static_opt)
     except Exception as e:  # noqa: BLE001 - reported, not hidden
         errors['to_static'] = repr(e)[:200]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter('always')
-        amp = _train_step(eager, trainer.optimizer, 'bfloat16')
+        amp = _amp_step(eager, trainer.optimizer, 'bfloat16')
         amp(batches[0])
     ignored = [str(w.message) for w in caught if 'no effect' in
                str(w.message)]
@@ -74,52 +76,39 @@ def step_variants(repeats=10, opts=()):
         variants['amp_bf16'] = amp
     for m in (eager, static):
         m.train()
-    times = {k: [] for k in variants}
     for name, fn in list(variants.items()):  # warm-up (to_static compiles)
         try:
             for b in batches[:2]:
                 fn(b)
         except Exception as e:  # noqa: BLE001
             errors[name] = repr(e)[:200]
-            del variants[name], times[name]
-    for i in range(repeats):
-        for name, fn in variants.items():
-            tic = time.perf_counter()
-            fn(batches[i % len(batches)])
-            times[name].append(time.perf_counter() - tic)
-    out = {k: float(np.median(v)) for k, v in times.items()}
+            del variants[name]
+    out = {k: v['wall_s'] for k, v in time_steps(
+        variants, batches, repeats, warmup=False).items()}
     out.update({k + '_error': v for k, v in errors.items()})
     out['batch_size'] = trainer.loader.batch_size
     return out
 
 
-def to_static_distiller_check(opts=()):
+def to_static_distiller_check(profile, opts=()):
     """Does `paddle.jit.to_static` keep the distiller's outputs? One batch
-    through an (untrained) L2 distiller in eager and converted form; returns
-    the output names whose values differ or that one side lacks."""
+    through an (untrained) L2 distiller of the profile's models in eager and
+    converted form; returns the output names whose values differ or that
+    one side lacks."""
     import paddle
-    from .config import build_model, load_config
-    from .distill.distiller import build_distiller
-    from .engine import Trainer
+    from detdistill.config import build_model, load_config
     paddle.set_device('cpu')
-    cfg = load_config(os.path.join(ROOT, STUDENT), list(opts))
-    teacher = build_model(load_config(os.path.join(ROOT, TEACHER)))
-    student = build_model(cfg)
-    distiller = build_distiller(cfg, student, teacher)
-    batch = next(iter(Trainer(cfg, 'train', model=distiller,
-                              detector=student).loader))
-    distiller.train()
-
-    from .engine.callbacks import LogOnly
-
-    def scalars(out):
-        out = {k: v() if isinstance(v, LogOnly) else v for k, v in out.items()}
-        return {k: float(v) for k, v in out.items()
-                if isinstance(v, paddle.Tensor) and v.size == 1}
-    eager = scalars(distiller(batch))
+    cfg = load_config(os.path.join(ROOT, profile.student),
+                      profile_opts(profile, opts))
+    teacher = build_model(load_config(os.path.join(ROOT, profile.teacher),
+                                      list(profile.opts)))
+    d = Distillation(cfg, build_model(cfg), teacher)
+    batch = next(iter(d.trainer(cfg).loader))
+    d.model.train()
+    eager = logged_scalars(d.model(batch))
     try:
-        static = scalars(paddle.jit.to_static(distiller, full_graph=True)(
-            batch))
+        static = logged_scalars(paddle.jit.to_static(
+            d.model, full_graph=True)(batch))
     except Exception as e:  # noqa: BLE001 - reported, not hidden
         return ['conversion failed: ' + repr(e)[:200]]
     return sorted(k for k in set(eager) | set(static)
@@ -127,11 +116,11 @@ def to_static_distiller_check(opts=()):
                   abs(eager[k] - static[k]) > 1e-3 * max(1., abs(eager[k])))
 
 
-def loader_seconds_per_batch(worker_num, batches=30, opts=()):
+def loader_seconds_per_batch(profile, worker_num, batches=30, opts=()):
     """Seconds per batch of the train loader alone (decode, augment,
-    Gt2YoloTarget), no model: what a worker process could take off the
-    training loop."""
-    _, trainer = _trainer(opts, worker_num)
+    targets), no model: what a worker process could take off the training
+    loop."""
+    _, trainer = _student(profile, opts, worker_num)
     it = iter(trainer.loader)
     next(it)  # start-up (worker spawn) is not per-batch cost
     tic = time.perf_counter()
@@ -145,30 +134,25 @@ def loader_seconds_per_batch(worker_num, batches=30, opts=()):
     return (time.perf_counter() - tic) / max(n, 1)
 
 
-def eager_step_seconds(repeats=10, opts=()):
-    """Median eager student step in this process (used by `concurrent`)."""
-    _, trainer = _trainer(opts)
+def eager_step_seconds(profile_name, repeats=10, opts=()):
+    """Median eager student step in this process (what `concurrent` runs
+    in each of its processes)."""
+    from .catalogue import catalogue
+    _, trainer = _student(catalogue().profiles[profile_name], opts)
     batches = [b for _, b in zip(range(3), trainer.loader)]
-    step = _train_step(trainer.model, trainer.optimizer)
     trainer.model.train()
-    for b in batches[:2]:
-        step(b)
-    times = []
-    for i in range(repeats):
-        tic = time.perf_counter()
-        step(batches[i % len(batches)])
-        times.append(time.perf_counter() - tic)
-    return float(np.median(times))
+    return time_steps({'eager': train_step(trainer.model, trainer.optimizer)},
+                      batches, repeats)['eager']['wall_s']
 
 
-def concurrent(n, repeats=10, opts=()):
+def concurrent(profile, n, repeats=10, opts=()):
     """Median eager step time in each of `n` processes started together:
     equal to the one-process time means one run uses one core, so n runs fit
     on n cores at full speed."""
     code = ('import json, sys; sys.path.insert(0, {!r}); '
-            'from detdistill.profiling import eager_step_seconds; '
-            'print("STEP", json.dumps(eager_step_seconds({}, {!r})))'
-            .format(ROOT, repeats, list(opts)))
+            'from bench.speedups import eager_step_seconds; '
+            'print("STEP", json.dumps(eager_step_seconds({!r}, {}, {!r})))'
+            .format(ROOT, profile.name, repeats, list(opts)))
     procs = [subprocess.Popen([sys.executable, '-c', code], cwd=ROOT,
                               stdout=subprocess.PIPE,
                               stderr=subprocess.DEVNULL, text=True)
@@ -189,14 +173,17 @@ def concurrent(n, repeats=10, opts=()):
     return out
 
 
-def profile(repeats=10, jobs=2, opts=()):
+def measure(profile, repeats=10, jobs=2, opts=()):
     """Every measurement above, as one dict."""
-    res = {'step': step_variants(repeats, opts),
-           'to_static_distiller_differs': to_static_distiller_check(opts)}
-    res['loader'] = {w: loader_seconds_per_batch(w, opts=opts) for w in (0, 1)}
-    res['processes'] = {1: concurrent(1, repeats, opts)}
+    res = {'profile': profile.name, 'student': profile.student,
+           'step': step_variants(profile, repeats, opts),
+           'to_static_distiller_differs': to_static_distiller_check(
+               profile, opts)}
+    res['loader'] = {w: loader_seconds_per_batch(profile, w, opts=opts)
+                     for w in (0, 1)}
+    res['processes'] = {1: concurrent(profile, 1, repeats, opts)}
     if jobs > 1:
-        res['processes'][jobs] = concurrent(jobs, repeats, opts)
+        res['processes'][jobs] = concurrent(profile, jobs, repeats, opts)
     return res
 
 
@@ -204,14 +191,15 @@ def write_profile(res, path, command_line):
     s = res['step']
     eager = s['eager']
     lines = ['# Profile of the CPU training step', '',
-             'Produced by `{}` on this machine ({} CPU cores, no GPU): the demo '
-             'student (YOLOv3, MobileNetV1 x0.25, 160 px), batch {}, median '
-             'seconds.'.format(command_line, os.cpu_count(), s['batch_size']),
+             'Produced by `{}` on this machine ({} CPU cores, no GPU): the {} '
+             "profile's student ({}), batch {}, median seconds.".format(
+                 command_line, os.cpu_count(), res['profile'],
+                 res['student'], s['batch_size']),
              '', '| variant | step (s) | vs eager |', '|---|---|---|']
     for k in ('eager', 'to_static', 'amp_bf16'):
         if k in s:
-            lines.append('| {} | {:.4f} | {:.2f}x |'.format(k, s[k],
-                                                           s[k] / eager))
+            lines.append('| {} | {:.4f} | {:.2f}x |'.format(
+                k, s[k], s[k] / eager))
         else:
             lines.append('| {} | not run: {} | - |'.format(
                 k, s.get(k + '_error', '?')))

@@ -1,7 +1,7 @@
 """Time the dataset validation every Trainer start runs, without and with the
 validation cache:
 
-python tools/time_validation.py --dataset_dir dataset/demo_voc [--repeat 5]
+python tools/dev/time_validation.py --dataset_dir dataset/demo_voc [--repeat 5]
 
 Validates trainval.txt and test.txt `--repeat` times with an empty cache
 (cold: every image decoded) and again right after (warm: unchanged samples

@@ -1,6 +1,6 @@
 """Write the synthetic demo dataset (real JPEG + VOC XML + lists):
 
-python tools/make_demo_voc.py [--out dataset/demo_voc] [--num_images 800]
+python tools/dev/make_demo_voc.py [--out dataset/demo_voc] [--num_images 800]
     [--ratio 0.8] [--seed 0] [--unlabeled 0] [--image_size N] [--overwrite]
     [--profile demo|converged|converged_b]
 """

@@ -1,16 +1,19 @@
-"""Profile the CPU training step: eager vs paddle.jit.to_static vs bfloat16
-AMP, DataLoader workers, and several training processes at once. Prints the
-figures and writes them to benchmark/PROFILE.md.
+"""Profile a profile's CPU training step (bench/speedups.py): eager vs
+paddle.jit.to_static vs bfloat16 AMP, DataLoader workers, and several
+training processes at once. Prints the figures and writes them to
+results/PROFILE.md.
 
-python tools/profile_step.py [--repeats 10] [--jobs 2] [--out benchmark/PROFILE.md]
+python tools/dev/profile_step.py [--profile demo] [--repeats 10] [--jobs 2]
+    [--out results/PROFILE.md]
 
-With --compare_ppdet: our distillation step and evaluation side by side with
-PaddleDetection's own (DistillModel + DistillYOLOv3Loss, Trainer.evaluate),
-in one process, one thread, interleaved; writes benchmark/TEACHER_SPEED.md.
+With --compare_ppdet (bench/peers.py): our distillation step and evaluation
+side by side with PaddleDetection's own (DistillModel + DistillYOLOv3Loss,
+Trainer.evaluate), in one process, one thread, interleaved; writes
+results/TEACHER_SPEED.md.
 
-python tools/profile_step.py --compare_ppdet [--profiles demo,converged]
+python tools/dev/profile_step.py --compare_ppdet [--profiles demo,converged]
     [--repeats 10] [--eval_repeats 3] [--teacher_weights demo=PATH ...]
-    [--student_weights demo=PATH ...] [--out benchmark/TEACHER_SPEED.md]
+    [--student_weights demo=PATH ...] [--out results/TEACHER_SPEED.md]
 """
 import argparse
 import json
@@ -19,7 +22,8 @@ import sys
 
 import _path  # noqa: F401
 
-from detdistill import profiling
+from bench import peers, speedups
+from bench.catalogue import catalogue
 
 
 def _by_profile(items):
@@ -35,15 +39,19 @@ def _by_profile(items):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument('--profile', default='demo',
+                   help="the catalogue profile whose student is profiled "
+                   "(bench/catalogue.yaml)")
     p.add_argument('--repeats', type=int, default=10)
     p.add_argument('--jobs', type=int, default=os.cpu_count() or 1,
                    help='processes started together for the parallel-run '
                    'measurement (default: one per core)')
     p.add_argument('--out', default=None, help='default: '
-                   'benchmark/PROFILE.md, or benchmark/TEACHER_SPEED.md with '
+                   'results/PROFILE.md, or results/TEACHER_SPEED.md with '
                    '--compare_ppdet')
     p.add_argument('--compare_ppdet', action='store_true')
-    p.add_argument('--profiles', default='demo,converged')
+    p.add_argument('--profiles', default='demo,converged',
+                   help='the profiles compared with --compare_ppdet')
     p.add_argument('--eval_repeats', type=int, default=3)
     p.add_argument('--batches', type=int, default=4,
                    help='fixed batches the steps cycle over')
@@ -52,23 +60,23 @@ def main(argv=None):
     p.add_argument('--student_weights', nargs='*', default=[],
                    metavar='PROFILE=PATH', help='weights evaluated')
     args = p.parse_args(argv)
-    cmd = 'python tools/profile_step.py ' + ' '.join(
+    cmd = 'python tools/dev/profile_step.py ' + ' '.join(
         argv if argv is not None else sys.argv[1:])
     if args.compare_ppdet:
-        from detdistill import ppdet_compare
-        out = args.out or 'benchmark/TEACHER_SPEED.md'
-        res = ppdet_compare.compare(
+        out = args.out or 'results/TEACHER_SPEED.md'
+        res = peers.compare(
             args.profiles.split(','), args.repeats, args.eval_repeats,
             args.batches, _by_profile(args.teacher_weights),
             _by_profile(args.student_weights))
     else:
-        out = args.out or 'benchmark/PROFILE.md'
-        res = profiling.profile(args.repeats, args.jobs)
+        out = args.out or 'results/PROFILE.md'
+        res = speedups.measure(catalogue().profiles[args.profile],
+                               args.repeats, args.jobs)
     os.makedirs(os.path.dirname(out) or '.', exist_ok=True)
     with open(os.path.splitext(out)[0] + '.json', 'w') as f:
         json.dump(res, f, indent=1)
-    write = ppdet_compare.write_report if args.compare_ppdet else \
-        profiling.write_profile
+    write = peers.write_report if args.compare_ppdet else \
+        speedups.write_profile
     print(write(res, out, cmd.strip()))
 
 

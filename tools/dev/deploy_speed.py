@@ -1,9 +1,9 @@
 """Inference table: exported student vs exported teacher, mAP and images/s
 for Paddle Inference and ONNX Runtime on this CPU.
 
-python tools/benchmark_deploy.py --student_weights [NAME=]W [NAME=W ...]
+python tools/dev/deploy_speed.py --student_weights [NAME=]W [NAME=W ...]
     --teacher_weights W [--student CFG] [--teacher CFG] [-o k=v ...]
-    [--rounds 5] [--out benchmark] [--model_root output/deploy_benchmark]
+    [--rounds 5] [--out results] [--model_root output/deploy_benchmark]
 Several student weights (e.g. baseline=... l2=...) share the student config.
 Writes OUT/DEPLOY.md and OUT/deploy.json and prints the table.
 """
@@ -14,7 +14,7 @@ import sys
 
 import _path  # noqa: F401
 
-from detdistill.deploy.benchmark import format_report, run_deploy_benchmark
+from bench.deploy_speed import format_report, run_deploy_speed
 from detdistill.fileio import atomic_write
 
 
@@ -31,12 +31,9 @@ def parse_args(argv=None):
     p.add_argument('--rounds', type=int, default=5)
     p.add_argument('--threads', default='1,2')
     p.add_argument('--batches', default='1,8')
-    p.add_argument('--out', default='benchmark')
+    p.add_argument('--out', default='results')
     p.add_argument('--model_root', default='output/deploy_benchmark')
     return p.parse_args(argv)
-
-
-_write = atomic_write
 
 
 def main(argv=None):
@@ -46,19 +43,19 @@ def main(argv=None):
         name, _, path = item.rpartition('=')
         models[name or 'student'] = (args.student, path)
     models['teacher'] = (args.teacher, args.teacher_weights)
-    result = run_deploy_benchmark(
+    result = run_deploy_speed(
         models, args.model_root, args.opt, rounds=args.rounds,
         threads=[int(t) for t in args.threads.split(',')],
         batches=[int(b) for b in args.batches.split(',')])
     table = format_report(result)
-    command = 'python tools/benchmark_deploy.py ' + ' '.join(
+    command = 'python tools/dev/deploy_speed.py ' + ' '.join(
         sys.argv[1:] if argv is None else argv)
     os.makedirs(args.out, exist_ok=True)
-    _write(os.path.join(args.out, 'deploy.json'),
-           json.dumps(dict(result, command=command), indent=1))
-    _write(os.path.join(args.out, 'DEPLOY.md'),
-           '# Exported models: accuracy and CPU speed\n\n`{}`\n\n{}\n'
-           .format(command, table))
+    atomic_write(os.path.join(args.out, 'deploy.json'),
+                 json.dumps(dict(result, command=command), indent=1))
+    atomic_write(os.path.join(args.out, 'DEPLOY.md'),
+                 '# Exported models: accuracy and CPU speed\n\n`{}`\n\n{}\n'
+                 .format(command, table))
     print(table)
     return result
 

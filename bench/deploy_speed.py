@@ -3,25 +3,35 @@ exported models and images/s for Paddle Inference and ONNX Runtime on this
 CPU. Every model is exported (and checked) by the same code as
 tools/export_model.py, without NMS so that every backend runs every batch
 size (as PaddleDetection's benchmark export does); mAP is measured with the
-exported models, NMS on the host."""
+exported models, NMS on the host.
+
+Speed is measured so that models can be compared on a shared machine: for
+each (backend, threads, batch) setting the models are timed in alternation,
+round after round, in one process; the figure is the median over rounds,
+and a model-to-model ratio is the median of the per-round ratios (adjacent
+in time, so load from other processes mostly cancels out). Timed: the
+backend's run() alone, on preprocessed real images (no decoding, resizing
+or host-side NMS).
+"""
 import os
 import platform
+import statistics
 import time
 
 import numpy as np
 import paddle
 from ppdet.core.workspace import create
 
-from ..config import activate, build_model, load_config
-from ..logger import get_logger
-from ..weights import load_weights
-from .evaluate import evaluate_exported
-from .export import export
-from .nms import multiclass_nms_numpy
-from .predictor import ExportedDetector
-from .speed import loadavg, measure_speed
+from detdistill.config import activate, build_model, load_config
+from detdistill.deploy.evaluate import evaluate_exported
+from detdistill.deploy.export import export
+from detdistill.deploy.nms import multiclass_nms_numpy
+from detdistill.deploy.predictor import BACKENDS, ExportedDetector
+from detdistill.logger import get_logger
+from detdistill.weights import load_weights
 
-__all__ = ['eval_images', 'run_deploy_benchmark', 'format_report']
+__all__ = ['eval_images', 'run_deploy_speed', 'format_report', 'tile_batch',
+           'time_runs', 'measure_speed', 'loadavg']
 
 logger = get_logger()
 
@@ -44,7 +54,7 @@ def _nms_ms(model, feed, repeats=20):
     return 1000 * (time.perf_counter() - tic) / repeats
 
 
-def run_deploy_benchmark(models, model_root, opts=(), backends=(
+def run_deploy_speed(models, model_root, opts=(), backends=(
         'paddle', 'onnxruntime'), threads=(1, 2), batches=(1, 8), rounds=5):
     """models: {name: (config path, weights)}, students first, the teacher
     last (speed ratios are to it). Returns the dict format_report prints."""
@@ -126,3 +136,69 @@ def format_report(result):
 
 def _fmt_load(load):
     return '/'.join('{:.2f}'.format(x) for x in load) if load else 'n/a'
+
+
+def loadavg():
+    try:
+        return os.getloadavg()
+    except OSError:
+        return None
+
+
+def tile_batch(feed, batch):
+    """The first `batch` images of feed, repeated as needed."""
+    n = len(feed['image'])
+    idx = np.arange(batch) % n
+    return {k: np.ascontiguousarray(v[idx]) for k, v in feed.items()}
+
+
+def time_runs(backend, feed, repeats):
+    """Seconds per run() over `repeats` consecutive runs."""
+    tic = time.perf_counter()
+    for _ in range(repeats):
+        backend.run(feed)
+    return (time.perf_counter() - tic) / repeats
+
+
+def measure_speed(model_dirs, feed, backends=('paddle', 'onnxruntime'),
+                  threads=(1, 2), batches=(1, 8), rounds=5,
+                  min_seconds=0.5, reference=None, log=print):
+    """model_dirs: {name: exported model dir}. Returns rows
+    {'backend', 'threads', 'batch', 'ips': {name: img/s},
+     'ratio': {name: median per-round img/s ratio to `reference` (default:
+     the last model)}, 'rounds': {name: [img/s per round]}}."""
+    rows = []
+    names = list(model_dirs)
+    reference = reference or names[-1]
+    for backend_name in backends:
+        for n_threads in threads:
+            runners = {name: BACKENDS[backend_name](d, n_threads)
+                       for name, d in model_dirs.items()}
+            for batch in batches:
+                data = tile_batch(feed, batch)
+                repeats = {}
+                for name, runner in runners.items():  # warm-up, calibrate
+                    runner.run(data)
+                    once = time_runs(runner, data, 2)
+                    repeats[name] = max(2, int(min_seconds / max(once, 1e-6)))
+                per_round = {name: [] for name in names}
+                for _ in range(rounds):
+                    for name in names:
+                        sec = time_runs(runners[name], data, repeats[name])
+                        per_round[name].append(batch / sec)
+                ips = {name: statistics.median(v)
+                       for name, v in per_round.items()}
+                ratio = {name: statistics.median(
+                    a / b for a, b in zip(per_round[name],
+                                          per_round[reference]))
+                         for name in names}
+                row = {'backend': backend_name, 'threads': n_threads,
+                       'batch': batch, 'ips': ips, 'ratio': ratio,
+                       'rounds': {k: [round(x, 2) for x in v]
+                                  for k, v in per_round.items()}}
+                rows.append(row)
+                log('{} threads={} batch={}: {}'.format(
+                    backend_name, n_threads, batch, ', '.join(
+                        '{} {:.1f} img/s'.format(k, v)
+                        for k, v in ips.items())))
+    return rows

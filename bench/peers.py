@@ -8,8 +8,8 @@ warm (every image a hit: what epochs 2+ cost when the reader is
 deterministic) and with the compiled teacher, the student train step alone
 and the teacher forwards alone. `compare_eval` times our evaluation against
 ppdet's own `Trainer.evaluate` on the same config and weights.
-`tools/profile_step.py --compare_ppdet` runs both and writes
-benchmark/TEACHER_SPEED.md.
+`tools/dev/profile_step.py --compare_ppdet` runs both and writes
+results/TEACHER_SPEED.md.
 
 ppdet's DistillModel is stepped as ppdet's Trainer runs it: `model.train()`
 puts its teacher in training mode too, and it must be, since
@@ -19,11 +19,11 @@ the teacher's training-mode loss fills.
 import os
 import platform
 import tempfile
-import time
 
-import numpy as np
-
-from .benchmark import PROFILES, ROOT, profile_opts
+from .catalogue import catalogue
+from .runs import ROOT, profile_opts
+from .step_cost import (Distillation, eval_trainer, time_steps,
+                        train_step, warm_up)
 
 __all__ = ['compare_steps', 'compare_eval', 'compare', 'write_report']
 
@@ -56,12 +56,10 @@ def one_thread():
 
 
 def _configs(profile, opts):
-    from .config import load_config
-    prof = PROFILES[profile]
-    cfg = load_config(os.path.join(ROOT, prof['student']),
+    from detdistill.config import load_config
+    cfg = load_config(os.path.join(ROOT, profile.student),
                       profile_opts(profile, opts))
-    tcfg = load_config(os.path.join(ROOT, prof['teacher']),
-                       list(prof['opts']))
+    tcfg = load_config(os.path.join(ROOT, profile.teacher), list(profile.opts))
     return cfg, tcfg
 
 
@@ -71,7 +69,7 @@ def build_ppdet_distill_model(cfg, teacher_config, weight=1000.):
     config PaddleDetection's yolov3 distillation recipe uses (teacher config
     as _BASE_, `slim: Distill`, `distill_loss: DistillYOLOv3Loss`)."""
     from ppdet.slim.distill_model import DistillModel
-    from .config import activate
+    from detdistill.config import activate
     with tempfile.TemporaryDirectory() as d:
         slim = os.path.join(d, 'distill.yml')
         with open(slim, 'w') as f:
@@ -84,51 +82,27 @@ def build_ppdet_distill_model(cfg, teacher_config, weight=1000.):
 
 def _optimizer(cfg, model, steps_per_epoch):
     from ppdet.core.workspace import create
-    from .config import activate
+    from detdistill.config import activate
     with activate(cfg):
         return create('OptimizerBuilder')(
             create('LearningRate')(steps_per_epoch), model)
 
 
-def _train_step(model, opt):
-    def step(batch):
-        loss = model(batch)['loss']
-        loss.backward()
-        opt.step()
-        opt.clear_grad()
-    return step
+def _with_teacher(cfg, **settings):
+    """`cfg` with these Distill.teacher settings."""
+    block = dict(cfg.get('Distill') or {})
+    block['teacher'] = dict(block.get('teacher') or {}, **settings)
+    return dict(cfg, Distill=block)
 
 
-def time_round_robin(fns, batches, repeats):
-    """{name: (wall seconds, CPU seconds) per call}, medians over `repeats`
-    rounds; each round calls every fn once on the round's batch, the order
-    rotated by one each round so no fn always runs first."""
-    names = list(fns)
-    wall = {k: [] for k in names}
-    cpu = {k: [] for k in names}
-    for r in range(repeats):
-        batch = batches[r % len(batches)]
-        for k in names[r % len(names):] + names[:r % len(names)]:
-            w, c = time.perf_counter(), time.process_time()
-            fns[k](batch)
-            cpu[k].append(time.process_time() - c)
-            wall[k].append(time.perf_counter() - w)
-    return {k: {'wall_s': float(np.median(wall[k])),
-                'cpu_s': float(np.median(cpu[k])), 'repeats': repeats}
-            for k in names}
-
-
-def compare_steps(profile='demo', repeats=10, num_batches=4, opts=(),
+def compare_steps(profile, repeats=10, num_batches=4, opts=(),
                   teacher_weights=None, seed=0):
     """Median seconds per call of every STEP_ROWS variant, in this process,
     one thread, interleaved on `num_batches` fixed batches; plus the output
     check of the compiled teacher."""
     import paddle
-    from .config import build_model
-    from .distill.compiled_teacher import _PairedForward, max_relative_error
-    from .distill.distiller import build_distiller
-    from .engine import Trainer
-    from .weights import load_weights
+    from detdistill.config import build_model
+    from detdistill.weights import load_weights
     one_thread()
     cfg, tcfg = _configs(profile, list(opts) + [
         'use_fine_grained_loss=true', 'Distill.teacher.cache=false',
@@ -145,19 +119,15 @@ def compare_steps(profile='demo', repeats=10, num_batches=4, opts=(),
         s = build_model(cfg)
         s.set_state_dict(state)
         return s
-    trainer = Trainer(cfg, 'train', model=build_distiller(
-        cfg, student0, teacher), detector=student0)
+    ours = Distillation(cfg, student0, teacher)
+    trainer = ours.trainer(cfg)
     batches = [b for _, b in zip(range(num_batches), trainer.loader)]
     steps = trainer.steps_per_epoch
-
-    ours = trainer.model
-    cached = build_distiller(_teacher_option(cfg, cache=True), student(),
-                             teacher)
-    compiled = build_distiller(_teacher_option(cfg, compile=True), student(),
-                               teacher)
+    cached = Distillation(_with_teacher(cfg, cache=True), student(), teacher)
+    compiled = Distillation(_with_teacher(cfg, compile=True), student(),
+                            teacher)
     alone = student()
-    pp = build_ppdet_distill_model(cfg, os.path.join(
-        ROOT, PROFILES[profile]['teacher']))
+    pp = build_ppdet_distill_model(cfg, os.path.join(ROOT, profile.teacher))
     pp.student_model.set_state_dict(state)
     pp.teacher_model.set_state_dict(t_state)
 
@@ -170,7 +140,8 @@ def compare_steps(profile='demo', repeats=10, num_batches=4, opts=(),
     t_copy.set_state_dict(t_state)
     t_copy.eval()
     static = paddle.jit.to_static(
-        _PairedForward(t_copy, ours.teacher.names), full_graph=True,
+        Distillation.paired_teacher(t_copy, ours.teacher_layers),
+        full_graph=True,
         input_spec=[paddle.static.InputSpec([None, 3, None, None],
                                             'float32', 'image')])
 
@@ -179,57 +150,47 @@ def compare_steps(profile='demo', repeats=10, num_batches=4, opts=(),
             static(batch['image'])
 
     fns = {
-        'ppdet_distill_step': _train_step(pp, _optimizer(cfg, pp, steps)),
-        'ours_distill_step': _train_step(ours, trainer.optimizer),
-        'ours_distill_step_compiled': _train_step(
-            compiled, _optimizer(cfg, compiled.student, steps)),
-        'ours_distill_step_cached': _train_step(
-            cached, _optimizer(cfg, cached.student, steps)),
-        'student_train_step': _train_step(
+        'ppdet_distill_step': train_step(pp, _optimizer(cfg, pp, steps)),
+        'ours_distill_step': train_step(ours.model, trainer.optimizer),
+        'ours_distill_step_compiled': train_step(
+            compiled.model, _optimizer(cfg, compiled.student, steps)),
+        'ours_distill_step_cached': train_step(
+            cached.model, _optimizer(cfg, cached.student, steps)),
+        'student_train_step': train_step(
             alone, _optimizer(cfg, alone, steps)),
-        'teacher_forward': ours.teacher.forward,
-        'teacher_forward_compiled': compiled.teacher.forward,
+        'teacher_forward': ours.teacher_forward,
+        'teacher_forward_compiled': compiled.teacher_forward,
         'teacher_forward_to_static': to_static_teacher,
         'ppdet_teacher_forward': ppdet_teacher,
     }
-    for m in (pp, ours, cached, compiled, alone):
+    for m in (pp, ours.model, cached.model, compiled.model, alone):
         m.train()  # what the trainers do each epoch; ppdet's teacher too
-    # Warm-up: one pass over every batch (fills the cache, compiles).
-    for b in batches:
-        for f in fns.values():
-            f(b)
-    compiled_ok = compiled.teacher.compiled.active
-    eager_out = ours.teacher.eager(batches[0])
-    check = max_relative_error(compiled.teacher.forward(batches[0]),
-                               eager_out) if compiled_ok else None
-    static_check = max_relative_error(dict(zip(
-        ours.teacher.names, static(batches[0]['image']))), eager_out)
+    # Warm-up: one pass over every batch (fills the cache, compiles); then
+    # the compiled teacher's outputs are checked before it is timed.
+    warm_up(fns, batches)
+    compiled_ok, why_not = compiled.compiled
+    eager_out = ours.eager_teacher_forward(batches[0])
+    check = Distillation.max_relative_error(compiled.teacher_forward(
+        batches[0]), eager_out) if compiled_ok else None
+    static_check = Distillation.max_relative_error(dict(zip(
+        ours.teacher_layers, static(batches[0]['image']))), eager_out)
     if not compiled_ok:
         for k in ('ours_distill_step_compiled', 'teacher_forward_compiled'):
             del fns[k]
-    cache = cached.teacher.cache
-    seen = cache.hits, cache.misses
-    res = time_round_robin(fns, batches, repeats)
+    seen = cached.cache.hits, cached.cache.misses
+    res = time_steps(fns, batches, repeats, warmup=False)
     out = {'steps': res, 'batch_size': trainer.loader.batch_size,
            'image_size': list(batches[0]['image'].shape[2:]),
            'num_batches': len(batches),
-           'cache': cache.summary(),
-           'cache_timed': {'hits': cache.hits - seen[0],
-                           'misses': cache.misses - seen[1]},
+           'cache': cached.cache.summary(),
+           'cache_timed': {'hits': cached.cache.hits - seen[0],
+                           'misses': cached.cache.misses - seen[1]},
            'compiled_teacher': {'active': compiled_ok,
                                 'max_relative_error': check,
-                                'why_not': compiled.teacher.compiled.failed or
-                                None},
+                                'why_not': why_not},
            'to_static_max_relative_error': static_check}
     out['ratios'] = _ratios(res)
     return out
-
-
-def _teacher_option(cfg, **options):
-    """`cfg` with Distill.teacher options set."""
-    block = dict(cfg.get('Distill') or {})
-    block['teacher'] = dict(block.get('teacher') or {}, **options)
-    return dict(cfg, Distill=block)
 
 
 def _ratios(res):
@@ -256,19 +217,18 @@ def _ratios(res):
     return out
 
 
-def compare_eval(profile='demo', repeats=3, opts=(), weights=None):
+def compare_eval(profile, repeats=3, opts=(), weights=None):
     """Images/s of our evaluation (Trainer.evaluate: loader, forward, NMS,
     11-point and area mAP) and of ppdet's `Trainer.evaluate` (loader,
     forward, NMS, VOCMetric) on the same config and weights, interleaved,
     one thread; with the mAP each reports."""
     import paddle
     from ppdet.engine import Trainer as PPTrainer
-    from .config import activate
-    from .engine import Trainer
-    from .weights import load_weights
+    from detdistill.config import activate
+    from detdistill.weights import load_weights
     one_thread()
     cfg, _ = _configs(profile, opts)
-    ours = Trainer(cfg, 'eval')
+    ours = eval_trainer(cfg)
     if weights:
         load_weights(ours.detector, weights)
     with activate(cfg) as g:
@@ -291,10 +251,8 @@ def compare_eval(profile='demo', repeats=3, opts=(), weights=None):
         with activate(cfg):
             pp.evaluate()
     fns = {'ours_evaluate': ours_eval, 'ppdet_evaluate': ppdet_eval}
-    for f in fns.values():  # warm-up (loaders, first-call allocations)
-        f(None)
-    with paddle.no_grad():
-        res = time_round_robin(fns, [None], repeats)
+    with paddle.no_grad():  # warm-up: loaders, first-call allocations
+        res = time_steps(fns, [None], repeats)
     n = len(ours.eval_loader.dataset)
     for k in res:
         res[k]['images_per_s'] = n / res[k]['wall_s']
@@ -306,18 +264,20 @@ def compare_eval(profile='demo', repeats=3, opts=(), weights=None):
 
 def compare(profiles=('demo',), repeats=10, eval_repeats=3, num_batches=4,
             teacher_weights=None, student_weights=None):
-    """Both comparisons for each profile. `teacher_weights` /
-    `student_weights`: {profile: path} (random initialisation otherwise)."""
+    """Both comparisons for each catalogue profile named. `teacher_weights`
+    / `student_weights`: {profile: path} (random initialisation
+    otherwise)."""
     import paddle
     import ppdet
     out = {'machine': machine(), 'paddle': paddle.__version__,
            'ppdet': getattr(ppdet, '__version__', '?'), 'profiles': {}}
     for p in profiles:
+        prof = catalogue().profiles[p]
         out['profiles'][p] = {
-            'steps': compare_steps(p, repeats, num_batches,
+            'steps': compare_steps(prof, repeats, num_batches,
                                    teacher_weights=(teacher_weights or {})
                                    .get(p)),
-            'eval': compare_eval(p, eval_repeats,
+            'eval': compare_eval(prof, eval_repeats,
                                  weights=(student_weights or {}).get(p)),
             'teacher_weights': (teacher_weights or {}).get(p),
             'student_weights': (student_weights or {}).get(p)}
@@ -355,9 +315,9 @@ def machine():
 
 def write_report(res, path, command_line):
     """Markdown tables of `compare`'s result."""
-    from .fileio import atomic_write
+    from detdistill.fileio import atomic_write
     m = res['machine']
-    lines = ['# Teacher speed: our distillation step vs PaddleDetection\'s', '',
+    lines = ["# Teacher speed: our distillation step vs PaddleDetection's", '',
              'Produced by `{}`: paddle {}, ppdet {}, {} ({} cores), one '
              'Paddle thread, median of interleaved repeats. Load average '
              '{} at the start and {} at the end: the machine was shared, so '
@@ -383,7 +343,7 @@ def write_report(res, path, command_line):
         s = r['steps']
         pp = s['steps']['ppdet_distill_step']
         lines += ['', '## {} profile ({}, batch {}, {} px)'.format(
-            p, PROFILES[p]['student'], s['batch_size'],
+            p, catalogue().profiles[p].student, s['batch_size'],
             'x'.join(str(x) for x in s['image_size'])), '',
             'Teacher weights: {}. {} repeats over {} fixed batches.'.format(
                 r['teacher_weights'] or 'random initialisation',
