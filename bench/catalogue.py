@@ -66,6 +66,7 @@ class Profile:
     sweep: tuple = ()
     on_request: tuple = ()
     teacher_from: str = None
+    teacher_weights: str = None
     one_teacher: bool = False
     step_method: str = 'l2'
     targets: dict = field(default_factory=dict)
@@ -183,6 +184,7 @@ _PROFILE = _mapping({
     'about': _text, 'student': _text, 'teacher': _text, 'opts': _texts,
     'make_data': _texts, 'pinned': _text, 'methods': _texts, 'sweep': _texts,
     'on_request': _texts, 'out': _text, 'teacher_from': _text,
+    'teacher_weights': _text,
     'one_teacher': _flag, 'budget_min': _number,
     'cost': _mapping({k: _positive for k in KINDS}, required=KINDS),
     'step_method': _text, 'targets': _TARGETS},

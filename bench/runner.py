@@ -65,7 +65,8 @@ def run_one(method, seed, out, profile, opts=(), reuse=True):
         return summary
     d = run_dir(out, method, seed)
     os.makedirs(d, exist_ok=True)
-    if row.role == 'teacher' and profile.teacher_from:
+    if row.role == 'teacher' and (profile.teacher_from or
+                                  profile.teacher_weights):
         return _evaluate_teacher(run, out, profile, opts)
     cfg = config_of(method, profile)
     resume = last_checkpoint(d, cfg) if reuse else None
@@ -108,16 +109,22 @@ def run_one(method, seed, out, profile, opts=(), reuse=True):
 
 
 def _evaluate_teacher(run, out, profile, opts):
-    """The summary of a teacher trained elsewhere (`teacher_from`): its
-    training record as committed, its mAP measured here with tools/eval.py
-    (which also proves the weights load into this config)."""
-    src = profile.teacher_from
-    record = read_summary(src, run)
-    if record is None:
-        raise RuntimeError('the {} profile distils from the teacher trained '
-                           'in {}, whose record {} is missing'.format(
-                               profile.name, src, os.path.join(
-                                   run_dir(src, *run), 'summary.json')))
+    """The summary of a teacher trained elsewhere: its training record as
+    committed (`teacher_from`; none for given `teacher_weights`), its mAP
+    measured here with tools/eval.py (which also proves the weights load
+    into this config)."""
+    src = profile.teacher_from or profile.teacher_weights
+    if profile.teacher_from:
+        record = read_summary(src, run)
+        if record is None:
+            raise RuntimeError(
+                'the {} profile distils from the teacher trained in {}, '
+                'whose record {} is missing'.format(profile.name, src, os.path
+                                                    .join(run_dir(src, *run),
+                                                          'summary.json')))
+    else:
+        record = {'method': run[0], 'seed': run[1], 'steps': 0, 'curve': [],
+                  'losses': [], 'mAP': None}
     summary = {k: v for k, v in record.items() if k != 'reused'}
     d = run_dir(out, *run)
     weights = teacher_weights(out, profile, run[1])

@@ -68,8 +68,10 @@ def overrides(method, profile, opts=()):
 
 
 def teacher_weights(out, profile, seed=0):
-    """The weights of the teacher the distilled rows learn from: the
-    profile's own, or those of `teacher_from`."""
+    """The weights of the teacher the distilled rows learn from: given
+    (`teacher_weights`), the profile's own, or those of `teacher_from`."""
+    if profile.teacher_weights:
+        return profile.teacher_weights
     return os.path.join(run_dir(profile.teacher_from or out,
                                 catalogue().teacher, seed),
                         _cfg_name(profile.teacher), 'model_final')
@@ -81,10 +83,11 @@ def command(method, seed, out, profile, opts=()):
     if tool == 'distill':
         cmd += ['-t', profile.teacher, '--teacher_pretrained',
                 teacher_weights(out, profile)]
-    # The teacher takes the profile's data overrides, not a row's.
-    return cmd + ['--eval', '-o', 'save_dir=' + run_dir(out, method, seed),
-                  'seed={}'.format(seed)] + overrides(method, profile, opts) \
-        + profile_opts(profile, opts)
+    # The teacher takes the profile's data overrides, not a row's. The
+    # run's own folder and seed come last: a user's -o cannot move them.
+    return cmd + ['--eval', '-o'] + overrides(method, profile, opts) + \
+        profile_opts(profile, opts) + [
+            'save_dir=' + run_dir(out, method, seed), 'seed={}'.format(seed)]
 
 
 def ensure_data(profile, opts=()):

@@ -145,8 +145,9 @@ class Distillation:
             v.stop_gradient = False
 
         def step(batch):
-            parts = self.model.weighted_parts(s_out, t_out, batch)
-            paddle.add_n([total for total, _ in parts]).backward()
+            raw = self.model.raw_parts(s_out, t_out, batch)
+            paddle.add_n([paddle.add_n(list(p.values()))
+                          for p in raw]).backward()
         return step
 
     @property

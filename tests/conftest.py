@@ -26,6 +26,8 @@ def _voc_check_cache(tmp_path_factory):
     not the user's ~/.cache (subprocesses inherit it)."""
     os.environ['DETDISTILL_VOC_CACHE'] = str(
         tmp_path_factory.mktemp('voc_checks'))
+    os.environ['DETDISTILL_CHECK_CACHE'] = str(
+        tmp_path_factory.mktemp('teacher_checks'))
 
 
 @pytest.fixture(scope='session')

@@ -149,9 +149,9 @@ def test_a_run_is_the_users_command_with_the_rows_overrides(
         'configs/demo/yolov3_r34_demo.yml', '--teacher_pretrained',
         os.path.join('out', 'runs', 'teacher_s0', 'yolov3_r34_demo',
                      'model_final'),
-        '--eval', '-o', 'save_dir=' + os.path.join('out', 'runs', 'x_row_s1'),
-        'seed=1', 'distill_loss=kl', 'unlabeled_list={}/u.txt'.format(
-            demo_voc), 'TrainDataset.dataset_dir=' + demo_voc, 'epoch=2']
+        '--eval', '-o', 'distill_loss=kl', 'unlabeled_list={}/u.txt'.format(
+            demo_voc), 'TrainDataset.dataset_dir=' + demo_voc, 'epoch=2',
+        'save_dir=' + os.path.join('out', 'runs', 'x_row_s1'), 'seed=1']
     assert command('teacher', 0, 'out', profile)[1:4] == [
         'tools/train.py', '-c', 'configs/demo/yolov3_r34_demo.yml']
     # teacher_from: the weights of the other profile's teacher

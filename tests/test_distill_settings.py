@@ -24,12 +24,15 @@ def _losses(settings):
 
 def test_defaults_are_one_table():
     s = _settings()
-    assert _losses(s) == [('l2', 'L2Distill', 100., None, {})]
+    assert _losses(s) == [('l2', 'L2Distill', 'auto', None, {})]
+    assert s.losses[0].ratio == 1.0
     assert s.teacher == DEFAULTS['teacher'] == {
         'compile': 'auto', 'cache': 'auto', 'cache_mb': 1024,
         'precision': 'float32', 'emulate_precision': False}
     assert s.unlabeled == DEFAULTS['unlabeled'] == {
         'list': None, 'dir': None, 'batch_size': None, 'weight': 1.0}
+    assert s.check == DEFAULTS['check'] == {
+        'enabled': True, 'baseline': None, 'margin': 1.0}
     assert not s.has_unlabeled and s.notices == []
 
 
@@ -42,9 +45,16 @@ def test_command_line_overrides_reach_the_block():
                            {'temperature': 2})]
     assert s.teacher['cache'] is False
     assert s.unlabeled['batch_size'] == 3
-    # PaddleDetection's switch
+    # the blog's settings, exactly: PaddleDetection's switch and L2 at a
+    # fixed weight
     assert _losses(_settings('use_fine_grained_loss=true')) == [
         ('fine_grained', 'FineGrainedDistill', 1000., None, {})]
+    s = _settings('Distill.losses.l2.weight=100')
+    assert _losses(s) == [('l2', 'L2Distill', 100., None, {})]
+    assert s.losses[0].ratio is None
+    s = _settings('Distill.losses.l2.ratio=2.5')
+    assert _losses(s) == [('l2', 'L2Distill', 'auto', None, {})]
+    assert s.losses[0].ratio == 2.5
 
 
 @pytest.mark.parametrize('old, new', [
@@ -88,9 +98,15 @@ def test_deprecated_keys_mean_what_the_block_says(old, new):
     (['Distill.losses.mine.weight=1'], "Distill.losses.mine: no type, and "
      "'mine' is not a loss"),
     (['Distill.losses.l2.weight=heavy'],
-     "Distill.losses.l2.weight must be a number >= 0, got 'heavy'"),
+     "Distill.losses.l2.weight must be a number >= 0 or auto, got 'heavy'"),
     (['Distill.losses=[l2]'], 'Distill.losses must map entry names to '
      'losses'),
+    (['Distill.losses.l2.weight=10', 'Distill.losses.l2.ratio=2'],
+     'Distill.losses.l2.ratio applies to weight: auto only'),
+    (['Distill.losses.l2.ratio=0'],
+     'Distill.losses.l2.ratio must be a number > 0, got 0'),
+    (['Distill.check.margin=much'], r"Distill.check.margin must be a number "
+     r"\(mAP points\), got 'much'"),
     (['Distill.losses.l2.weight=1', 'Distill.losses.kl.weight=1',
       'distill_loss_weight=3'], 'distill_loss_weight sets one loss, but '
      'Distill.losses lists l2, kl: set weight in each entry'),

@@ -181,13 +181,15 @@ def make_image(rng, size=None, profile='demo'):
 # the data it ran on, so "the same data" is checked, not assumed.
 DEMO_DIGEST = '9a1c551a0db65821d1b788e70c8a589618fa202e553890809126012e2e1335b2'
 # The benchmark profiles' datasets, as tools/benchmark.py --profile P writes
-# them (detdistill.benchmark.PROFILES[P]['make_data']).
+# them (bench/catalogue.yaml, a profile's make_data).
 PINNED_DIGESTS = {
     'demo': DEMO_DIGEST,
     'converged':
         'a7c46aa5257cbffb9ac621b5aca109c0f24a03e93592333ce0ada8f0d0c14372',
     'converged_b':
         '653a2820794c66912810eb0722ba74d67921566521ed8bd7930b59b5870b28d7',
+    # dataset/bccd as tools/split_voc.py lists it (bench/catalogue.yaml)
+    'bccd': '4db17eb63bdcb26858a54b58dc8cbab54aa59b70dfbcb315653ea56d79dc673c',
 }
 
 
@@ -202,8 +204,16 @@ def dataset_digest(root):
     benchmark's half-label split) are functions of these and left out, so
     they do not make the same data look different."""
     h = hashlib.sha256()
-    names = [os.path.join(d, f) for d in (IMAGE_DIR, ANNO_DIR)
-             for f in sorted(os.listdir(os.path.join(root, d)))]
+    if os.path.isdir(os.path.join(root, IMAGE_DIR)):
+        names = [os.path.join(d, f) for d in (IMAGE_DIR, ANNO_DIR)
+                 for f in sorted(os.listdir(os.path.join(root, d)))]
+    else:  # another layout (a real dataset split by split_voc.py): what
+        # the lists name
+        names = set()
+        for lst in ('trainval.txt', 'test.txt'):
+            with open(os.path.join(root, lst)) as f:
+                names.update(p for line in f for p in line.split())
+        names = sorted(names)
     names += sorted(f for f in os.listdir(root) if f in GENERATED_LISTS)
     for name in names:
         h.update(name.encode() + b'\0')

@@ -46,8 +46,21 @@ class _Loss:
     """A Distill.losses entry, built: its module and its pairs."""
 
     def __init__(self, entry, module, pairs):
-        self.name, self.weight = entry.name, entry.weight
+        self.name, self.weight, self.ratio = entry.name, entry.weight, \
+            entry.ratio
         self.module, self.pairs = module, pairs
+        self.entry = entry
+
+    def weight_for(self, raw, det):
+        """The step's weight: the fixed one, or for `auto` ratio x det /
+        raw (both detached), so that the weighted term equals ratio x the
+        detection loss and its gradient is ratio x det x grad log(raw): the
+        pull towards the teacher scales with the detection loss, whatever
+        the size of the distillation loss on this data."""
+        if self.weight != 'auto':
+            return self.weight
+        return self.ratio * det.detach() / paddle.clip(raw.detach(),
+                                                       min=1e-12)
 
     def pair_list(self):
         if isinstance(self.pairs, dict):
@@ -92,16 +105,21 @@ class Distiller(nn.Layer):
         if not self._checked:
             check_single_calls(rec, 'the student')
             self._check(rec.outputs, t_out, labeled)
-        parts = self.weighted_parts(rec.outputs, t_out, labeled)
+        raw = self.raw_parts(rec.outputs, t_out, labeled)
+        weights = [loss.weight_for(paddle.add_n(list(p.values())), det['loss'])
+                   for loss, p in zip(self.losses, raw)]
+        parts = self.weighted_parts(raw, weights)
         out = collections.OrderedDict()
         distill = paddle.add_n([total for total, _ in parts])
         out['loss'] = det['loss'] + distill
         out['det_loss'] = det['loss']
         out['distill_loss'] = distill
         if unlabeled is not None:
-            parts_u = self.weighted_parts(
+            # no detection loss there: the labeled step's weights
+            parts_u = self.weighted_parts(self.raw_parts(
                 self.student_outputs(unlabeled),
-                self.teacher.outputs(unlabeled), scale=self.unlabeled_weight)
+                self.teacher.outputs(unlabeled)), weights,
+                scale=self.unlabeled_weight)
             distill_u = paddle.add_n([total for total, _ in parts_u])
             out['loss'] = out['loss'] + distill_u
             out['distill_loss_unlabeled'] = distill_u
@@ -114,17 +132,24 @@ class Distiller(nn.Layer):
             lambda: self._teacher_loss(t_out, labeled))
         return out
 
-    def weighted_parts(self, s_out, t_out, inputs=None, scale=1.):
-        """Per loss: (scale x weight x the sum of its components, and each
-        weighted component, detached, under its log name)."""
+    def raw_parts(self, s_out, t_out, inputs=None):
+        """Per loss, its unweighted components on the recorded outputs."""
+        return [loss.module.components(loss.pairs, s_out, t_out, inputs)
+                for loss in self.losses]
+
+    def weighted_parts(self, raw, weights, scale=1.):
+        """Per loss: (scale x weight x the sum of its components `raw`, and
+        each weighted component, detached, under its log name; for an
+        `auto` weight also the weight itself)."""
         out = []
         prefix = len(self.losses) > 1
-        for loss in self.losses:
-            parts = loss.module.components(loss.pairs, s_out, t_out, inputs)
-            w = scale * loss.weight
+        for loss, parts, weight in zip(self.losses, raw, weights):
+            name = 'distill_' + (loss.name + '_' if prefix else '')
+            w = scale * weight
             logged = collections.OrderedDict(
-                ('distill_{}{}'.format(loss.name + '_' if prefix else '', k),
-                 loss.weight * v.detach()) for k, v in parts.items())
+                (name + k, weight * v.detach()) for k, v in parts.items())
+            if loss.weight == 'auto':
+                logged[name + 'weight'] = weight
             out.append((w * paddle.add_n(list(parts.values())), logged))
         return out
 
@@ -223,7 +248,8 @@ def build_distiller(cfg, student, teacher, settings=None):
     losses = build_losses(cfg, settings, student)
     for loss in losses:
         logger.info('Distillation: {} x {} on {} pairs ({})'.format(
-            type(loss.module).__name__, loss.weight, len(loss.pair_list()),
+            type(loss.module).__name__, loss.entry.describe_weight(),
+            len(loss.pair_list()),
             ', '.join(s if s == t else '{}<-{}'.format(s, t)
                       for s, t in loss.pair_list())))
         if loss.module.needs_labels and settings.has_unlabeled:

@@ -5,7 +5,11 @@
         l2:                    # choice; `type` defaults to that name
           type: l2             # l2 | fine_grained | kl | ld | a registered
                                # loss class
-          weight: 100          # default: the loss's own (DEFAULT_WEIGHTS)
+          weight: auto         # a number, or auto: weighed so that the
+                               # term equals `ratio` x the detection loss
+          ratio: 1.0           # (auto only) default 1
+                               # default weight: the loss's own
+                               # (DEFAULT_WEIGHTS)
           pairs: [[student_layer, teacher_layer], ...]  # default: the
                                # loss's own (a GFL loss: {reg: [...], cls:
                                # [...]})
@@ -21,6 +25,11 @@
         dir: null              # relative to TrainDataset.dataset_dir
         batch_size: null       # default: TrainReader.batch_size
         weight: 1.0            # x each loss's weight on unlabeled images
+      check:                   # at start: the teacher's mAP on the eval set
+        enabled: true
+        baseline: null         # the student trained alone (a tools/train.py
+                               # output folder, or weights), to compare with
+        margin: 1.0            # warn below this many mAP points of margin
 
 Without `losses` the run distils with L2 (`use_fine_grained_loss: true`,
 PaddleDetection's own switch, picks the fine-grained loss instead). From
@@ -48,16 +57,22 @@ DEFAULTS = {
                 'precision': 'float32', 'emulate_precision': False},
     'unlabeled': {'list': None, 'dir': None, 'batch_size': None,
                   'weight': 1.0},
+    'check': {'enabled': True, 'baseline': None, 'margin': 1.0},
 }
 DEFAULT_LOSS = 'l2'
 LOSS_TYPES = {'l2': 'L2Distill', 'fine_grained': 'FineGrainedDistill',
               'kl': 'KLDistill', 'ld': 'LDDistill'}
-# L2 and fine-grained follow PaddleDetection's recipes (0.5 VOC L2: 100;
-# DistillYOLOv3Loss: 1000). KL takes the fine-grained weight (its terms are
-# means over the same cells). Other losses: 1 (LDDistill weighs its
-# components itself).
-DEFAULT_WEIGHTS = {'L2Distill': 100., 'FineGrainedDistill': 1000.,
+# L2 weighs itself against the detection loss (`auto`): a constant weight
+# that suits one dataset drowned the detection loss on another and left the
+# student below normal training (README, results). Fine-grained keeps
+# PaddleDetection's DistillYOLOv3Loss weight, 1000, so that the blog's
+# `use_fine_grained_loss: true` means what it meant; KL takes that weight
+# too (its terms are means over the same cells). PaddleDetection's VOC L2
+# recipe is `weight: 100`. Other losses: 1 (LDDistill weighs its components
+# itself).
+DEFAULT_WEIGHTS = {'L2Distill': 'auto', 'FineGrainedDistill': 1000.,
                    'KLDistill': 1000.}
+DEFAULT_RATIO = 1.0
 PRECISIONS = ('float32', 'float16', 'bfloat16')
 # flat key of earlier versions -> its place in the Distill block; the loss
 # keys go to the one loss entry (ambiguous with several: an error)
@@ -84,26 +99,34 @@ def loss_class_name(type_):
 
 class LossEntry:
     """One entry of `Distill.losses`: its name (a prefix of its logged
-    components when there are several), the loss class name, the weight,
-    the pairs (None: the loss's own) and the class's options."""
+    components when there are several), the loss class name, the weight (a
+    float, or 'auto' with its `ratio`), the pairs (None: the loss's own)
+    and the class's options."""
 
-    def __init__(self, name, type_, weight, pairs, options):
+    def __init__(self, name, type_, weight, pairs, options, ratio=None):
         self.name, self.type, self.weight = name, type_, weight
-        self.pairs, self.options = pairs, options
+        self.pairs, self.options, self.ratio = pairs, options, ratio
 
     def __repr__(self):
         return 'LossEntry({!r}, {}, weight={}, pairs={}, options={})'.format(
-            self.name, self.type, self.weight, self.pairs, self.options)
+            self.name, self.type, self.describe_weight(), self.pairs,
+            self.options)
+
+    def describe_weight(self):
+        if self.weight == 'auto':
+            return 'auto (ratio {:g} of the detection loss)'.format(
+                self.ratio)
+        return '{:g}'.format(self.weight)
 
 
 class DistillSettings:
-    """The resolved block: `losses` (LossEntry list), `teacher` and
-    `unlabeled` (dicts with every key of DEFAULTS), and `notices` (one line
-    per deprecated key that was translated)."""
+    """The resolved block: `losses` (LossEntry list), `teacher`,
+    `unlabeled` and `check` (dicts with every key of DEFAULTS), and
+    `notices` (one line per deprecated key that was translated)."""
 
-    def __init__(self, losses, teacher, unlabeled, notices):
+    def __init__(self, losses, teacher, unlabeled, check, notices):
         self.losses, self.teacher, self.unlabeled = losses, teacher, unlabeled
-        self.notices = notices
+        self.check, self.notices = check, notices
 
     @property
     def has_unlabeled(self):
@@ -171,12 +194,27 @@ def _entries(losses):
                 "a registered loss class): set type".format(
                     name, name, ', '.join(LOSS_TYPES)))
         weight = entry.pop('weight', DEFAULT_WEIGHTS.get(type_, 1.))
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) \
-                or not 0 <= weight < float('inf'):
+        ratio = entry.pop('ratio', None)
+        if weight != 'auto' and (
+                isinstance(weight, bool) or
+                not isinstance(weight, (int, float)) or
+                not 0 <= weight < float('inf')):
             raise ConfigError('Distill.losses.{}.weight must be a number >= '
-                              '0, got {!r}'.format(name, weight))
+                              '0 or auto, got {!r}'.format(name, weight))
+        if ratio is not None and weight != 'auto':
+            raise ConfigError('Distill.losses.{}.ratio applies to weight: '
+                              'auto only (weight is {})'.format(name, weight))
+        if weight == 'auto':
+            ratio = DEFAULT_RATIO if ratio is None else ratio
+            if isinstance(ratio, bool) or not isinstance(
+                    ratio, (int, float)) or not 0 < ratio < float('inf'):
+                raise ConfigError('Distill.losses.{}.ratio must be a number '
+                                  '> 0, got {!r}'.format(name, ratio))
+            ratio = float(ratio)
+        else:
+            weight = float(weight)
         pairs = entry.pop('pairs', None)
-        out.append(LossEntry(name, type_, float(weight), pairs, entry))
+        out.append(LossEntry(name, type_, weight, pairs, entry, ratio))
     if not out:
         raise ConfigError('Distill.losses is empty: list at least one loss')
     return out
@@ -217,6 +255,22 @@ def _unlabeled(block):
     return u
 
 
+def _check(block):
+    c = dict(DEFAULTS['check'], **(block or {}))
+    _check_known(block or {}, DEFAULTS['check'], 'Distill.check')
+    if c['enabled'] not in (True, False):
+        raise ConfigError('Distill.check.enabled must be true or false, got '
+                          '{!r}'.format(c['enabled']))
+    if c['baseline'] is not None and not isinstance(c['baseline'], str):
+        raise ConfigError('Distill.check.baseline must be a path, got '
+                          '{!r}'.format(c['baseline']))
+    m = c['margin']
+    if isinstance(m, bool) or not isinstance(m, (int, float)):
+        raise ConfigError('Distill.check.margin must be a number (mAP '
+                          'points), got {!r}'.format(m))
+    return c
+
+
 def distill_settings(cfg):
     """The DistillSettings of the student config `cfg` (a load_config dict):
     the Distill block over DEFAULTS, deprecated keys translated, every value
@@ -247,4 +301,5 @@ def distill_settings(cfg):
             block.setdefault('teacher', {})['emulate_precision'] = True
         block.setdefault(section, {})[sub] = value
     return DistillSettings(_entries(losses), _teacher(block.get('teacher')),
-                           _unlabeled(block.get('unlabeled')), notices)
+                           _unlabeled(block.get('unlabeled')),
+                           _check(block.get('check')), notices)

@@ -23,7 +23,10 @@ from detdistill.config import build_model, load_config, shared_overrides  # noqa
 from detdistill.distill.distiller import build_distill_trainer  # noqa: E402
 from detdistill.engine import build_detector, set_device  # noqa: E402
 from detdistill.engine.callbacks import EpochNote  # noqa: E402
-from detdistill.weights import load_weights  # noqa: E402
+from detdistill.distill.settings import distill_settings  # noqa: E402
+from detdistill.distill.teacher_check import check_teacher  # noqa: E402
+from detdistill.weights import load_weights, resolve_weights  # noqa: E402
+from paddle.distributed import get_rank  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -44,6 +47,11 @@ def parse_args(argv=None):
     p.add_argument('--unlabeled_dir', default=None,
                    help='extra images without labels: every image in DIR; '
                         'Distill.unlabeled.dir')
+    p.add_argument('--baseline', default=None,
+                   help='the student trained alone (a tools/train.py output '
+                        'folder, or its weights): the teacher check warns '
+                        'when the teacher is not clearly better; '
+                        'Distill.check.baseline')
     return p.parse_args(argv)
 
 
@@ -52,10 +60,11 @@ def _flag_overrides(args):
     out = []
     if args.temperature is not None:
         out.append('temperature={}'.format(args.temperature))
-    for flag, key in (('unlabeled_list', 'list'), ('unlabeled_dir', 'dir')):
+    for flag, key in (('unlabeled_list', 'unlabeled.list'),
+                      ('unlabeled_dir', 'unlabeled.dir'),
+                      ('baseline', 'check.baseline')):
         if getattr(args, flag) is not None:
-            out.append('Distill.unlabeled.{}={}'.format(key,
-                                                        getattr(args, flag)))
+            out.append('Distill.{}={}'.format(key, getattr(args, flag)))
     return out
 
 
@@ -67,7 +76,13 @@ def main(argv=None):
     student = build_detector(cfg)  # the baseline's initialisation
     teacher = build_model(load_config(args.teacher_config,
                                       shared_overrides(args.opt)))
-    load_weights(teacher, args.teacher_pretrained)
+    weights = resolve_weights(args.teacher_pretrained)
+    load_weights(teacher, weights)
+    check = distill_settings(cfg).check
+    if check['enabled'] and get_rank() == 0:
+        check_teacher(cfg, args.teacher_config, teacher, weights, check,
+                      os.path.join(cfg.get('save_dir', 'output'),
+                                   cfg['filename']))
     trainer = build_distill_trainer(cfg, student, teacher)
     run_training(trainer, args, [EpochNote(trainer.model.teacher.summary)])
     return trainer
