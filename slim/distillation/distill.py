@@ -12,18 +12,12 @@ distillation settings are the student config's Distill block
 the -o overrides, num_classes applies to the teacher too (one global key in
 PaddleDetection); the others are the student's.
 """
-import os
-import sys
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                '..', '..'))
-
-from detdistill.cli import TrainArgsParser, main_guard, run_training  # noqa: E402
-from detdistill.config import build_model, load_config, shared_overrides  # noqa: E402
-from detdistill.distill.distiller import build_distill_trainer  # noqa: E402
-from detdistill.engine import build_detector, set_device  # noqa: E402
-from detdistill.engine.callbacks import EpochNote  # noqa: E402
-from detdistill.weights import load_weights  # noqa: E402
+from detdistill.cli import TrainArgsParser, main_guard, run_training
+from detdistill.config import build_model, load_config, shared_overrides
+from detdistill.distill.distiller import build_distill_trainer
+from detdistill.engine import build_detector, set_device
+from detdistill.engine.callbacks import EpochNote
+from detdistill.weights import load_weights
 
 
 def parse_args(argv=None):
