@@ -12,7 +12,7 @@ import paddle
 import pytest
 
 from conftest import (STUDENT, TEACHER, assert_same_results,
-                      evaluate_independently, tiny_opts)
+                      evaluate_independently, script, tiny_opts)
 from detdistill.errors import PairingError
 from detdistill.config import build_model, load_config
 from detdistill.distill.distiller import build_distiller
@@ -21,7 +21,6 @@ from detdistill.engine import Trainer
 
 
 def _distiller(demo_voc, tmp_path, teacher_weights, *opts):
-    import distill  # noqa: F401  (slim/distillation on sys.path below)
     cfg = load_config(STUDENT, tiny_opts(demo_voc, str(tmp_path)) +
                       list(opts))
     student, teacher = build_model(cfg), build_model(load_config(TEACHER))
@@ -91,7 +90,7 @@ def _history(run):
 
 def test_resume_continues_the_same_trajectory(demo_voc, tmp_path,
                                               teacher_weights):
-    import distill
+    distill = script('slim/distillation/distill.py')
     full, part = str(tmp_path / 'full'), str(tmp_path / 'part')
     base = ['-c', STUDENT, '-t', TEACHER, '--teacher_pretrained',
             teacher_weights, '-o']
@@ -124,8 +123,8 @@ class _Quiet(http.server.SimpleHTTPRequestHandler):
 
 def test_distill_from_url_then_eval(demo_voc, tmp_path, teacher_weights,
                                     monkeypatch):
-    import distill
-    import eval as eval_tool
+    distill = script('slim/distillation/distill.py')
+    eval_tool = script('tools/eval.py')
     monkeypatch.setenv('DETDISTILL_CACHE', str(tmp_path / 'cache'))
     handler = functools.partial(_Quiet, directory=os.path.dirname(
         teacher_weights))
@@ -159,7 +158,7 @@ def test_distill_from_url_then_eval(demo_voc, tmp_path, teacher_weights,
 
 
 def test_wrong_teacher_weights_are_refused(demo_voc, tmp_path):
-    import distill
+    distill = script('slim/distillation/distill.py')
     student_ckpt = str(tmp_path / 'student.pdparams')
     paddle.save(build_model(load_config(STUDENT)).state_dict(), student_ckpt)
     with pytest.raises(SystemExit) as e:
@@ -173,7 +172,7 @@ def test_num_classes_override_reaches_the_teacher(demo_voc, tmp_path):
     """`-o num_classes=N` builds the teacher for N classes too (one global
     key in PaddleDetection): a teacher trained with that override loads and
     distils; other overrides stay the student's."""
-    import distill
+    distill = script('slim/distillation/distill.py')
     from detdistill.config import shared_overrides
     assert shared_overrides(['num_classes=8', 'epoch=3', 'YOLOv3Head.x=1',
                              ' num_classes =8']) == ['num_classes=8',

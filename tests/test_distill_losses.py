@@ -2,9 +2,6 @@
 own DistillYOLOv3Loss, and the properties the distiller relies on
 (objectness gating, no gradient into the teacher, clear shape errors,
 registration with ppdet's workspace)."""
-import os
-import sys
-
 import numpy as np
 import paddle
 import pytest
@@ -12,10 +9,7 @@ import yaml
 from ppdet.core import workspace
 from ppdet.slim.distill_loss import DistillYOLOv3Loss
 
-# The package is imported from the repo root (not installed).
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from detdistill.distill.losses import (FineGrainedDistill, KLDistill,  # noqa: E402
-                                       L2Distill)
+from detdistill.distill.losses import FineGrainedDistill, KLDistill, L2Distill
 
 N, A, C, H, W = 2, 3, 4, 3, 3
 NO = 5 + C

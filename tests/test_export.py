@@ -15,7 +15,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from conftest import ROOT, STUDENT, TEACHER, tiny_opts
+from conftest import ROOT, STUDENT, TEACHER, script, tiny_opts
 from detdistill.errors import ExportCheckError
 from detdistill.config import build_model, load_config
 from detdistill.deploy.layers import DeployYOLOv3
@@ -48,7 +48,7 @@ def _test_images(demo_voc):
 def trained(demo_voc, tmp_path_factory):
     """Student and teacher weights after one epoch (8 steps) on the demo
     data: BatchNorm statistics and head outputs of a trained model."""
-    import train
+    train = script('tools/train.py')
     out = str(tmp_path_factory.mktemp('trained'))
     weights = {}
     for name, cfg in (('student', STUDENT), ('teacher', TEACHER)):
@@ -67,7 +67,7 @@ def _detector(config, weights, *opts):
 
 
 def _export(config, weights, out, *flags, opts=()):
-    import export_model
+    export_model = script('tools/export_model.py')
     return export_model.main(['-c', config, '--output_dir', out] +
                              list(flags) + ['-o', 'weights=' + weights] +
                              list(opts))
@@ -169,8 +169,8 @@ def test_exclude_nms_outputs_and_host_nms(demo_voc, trained, tmp_path):
 
 def test_infer_and_eval_with_model_dir(demo_voc, trained, exported,
                                        tmp_path):
-    import eval as eval_tool
-    import infer
+    eval_tool = script('tools/eval.py')
+    infer = script('tools/infer.py')
     image = _test_images(demo_voc)[0]
     drawn = {}
     for mode, args in (

@@ -6,13 +6,12 @@ data (frozen teacher, logged components, exact resume)."""
 import copy
 import json
 import os
-import sys
 
 import numpy as np
 import paddle
 import pytest
 
-from conftest import ROOT, STUDENT, tiny_opts
+from conftest import ROOT, STUDENT, script, tiny_opts
 from detdistill.errors import ConfigError, PairingError
 from detdistill.config import build_model, load_config
 from detdistill.data.ld_targets import Gt2LDTarget, vlr_region
@@ -24,17 +23,6 @@ from detdistill.engine import Trainer
 GFL_STUDENT = os.path.join(ROOT, 'configs/demo/gfl_r18_demo.yml')
 GFL_TEACHER = os.path.join(ROOT, 'configs/demo/gfl_r34_demo.yml')
 CFG_NAME = 'gfl_r18_demo'
-
-
-def _distill_tool():
-    """slim/distillation/distill.py as a module."""
-    path = os.path.join(ROOT, 'slim', 'distillation')
-    sys.path.insert(0, path)
-    try:
-        import distill
-    finally:
-        sys.path.remove(path)
-    return distill
 
 
 # -- the loss ---------------------------------------------------------------
@@ -350,7 +338,7 @@ def _history(run):
 def full_run(demo_voc, gfl_teacher, tmp_path_factory):
     """distill.py -o distill_loss=ld, 2 epochs of 4 steps, eval each."""
     save = str(tmp_path_factory.mktemp('ld_full'))
-    trainer = _distill_tool().main(_ld_args(gfl_teacher, demo_voc, save, 2))
+    trainer = script('slim/distillation/distill.py').main(_ld_args(gfl_teacher, demo_voc, save, 2))
     return save, trainer
 
 
@@ -384,7 +372,7 @@ def test_ld_distillation_end_to_end(full_run, gfl_teacher):
 
 def test_ld_resume_continues_the_same_trajectory(full_run, demo_voc,
                                                  gfl_teacher, tmp_path):
-    distill = _distill_tool()
+    distill = script('slim/distillation/distill.py')
     full, _ = full_run
     part = str(tmp_path / 'part')
     distill.main(_ld_args(gfl_teacher, demo_voc, part, 1))
@@ -413,7 +401,7 @@ def test_ld_student_exports_like_a_yolov3_student(full_run, demo_voc,
     and scores with dygraph's. (With NMS, ONNX Runtime's detections of this
     8-step model are refused by the check's saturated-model guard: its
     scores all sit near the 0.01 score threshold.)"""
-    import export_model
+    export_model = script('tools/export_model.py')
     from detdistill.deploy.predictor import ExportedDetector
     from detdistill.deploy.verify import BOX_RTOL, SCORE_ATOL
     from detdistill.infer import predict

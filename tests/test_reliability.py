@@ -9,22 +9,13 @@ import numpy as np
 import paddle
 import pytest
 
-from conftest import ROOT, STUDENT, TEACHER, tiny_opts
+from conftest import STUDENT, TEACHER, script, tiny_opts
 from detdistill.errors import CheckpointError, ConfigError, NonFiniteLossError
 from detdistill.config import build_model, load_config
 from detdistill.engine import Trainer
 from detdistill.engine.checkpoint import load_checkpoint
 
 RUN = 'yolov3_mobilenet_v1_demo'
-
-
-@pytest.fixture(autouse=True)
-def _distill_on_path():
-    import sys
-    path = os.path.join(ROOT, 'slim', 'distillation')
-    sys.path.insert(0, path)
-    yield
-    sys.path.remove(path)
 
 
 def _weights(path):
@@ -42,7 +33,7 @@ def test_a_pair_from_two_saves_is_refused(demo_voc, tmp_path):
     """What a kill between writing best_model.pdparams and best_model.pdopt
     leaves on disk: the new weights beside the old optimizer state and
     position. Resuming it must stop, naming both files."""
-    import train
+    train = script('tools/train.py')
     save = str(tmp_path / 'run')
     train.main(['-c', STUDENT, '-o'] + tiny_opts(demo_voc, save, 2))
     run = os.path.join(save, RUN)
@@ -66,7 +57,7 @@ def test_a_pair_from_two_saves_is_refused(demo_voc, tmp_path):
 
 def test_non_finite_distill_loss_is_named(demo_voc, tmp_path,
                                           teacher_weights):
-    import distill
+    distill = script('slim/distillation/distill.py')
     save = str(tmp_path / 'run')
     with pytest.raises(SystemExit):
         distill.main(['-c', STUDENT, '-t', TEACHER, '--teacher_pretrained',
@@ -104,7 +95,7 @@ def test_an_unrelated_error_is_not_called_divergence(demo_voc, tmp_path):
 
 def test_teacher_loss_is_that_of_the_logged_step(demo_voc, tmp_path,
                                                  teacher_weights):
-    import distill
+    distill = script('slim/distillation/distill.py')
     save = str(tmp_path / 'run')
     trainer = distill.main(['-c', STUDENT, '-t', TEACHER,
                             '--teacher_pretrained', teacher_weights, '-o'] +
@@ -155,7 +146,7 @@ def test_conflicting_flags_are_errors(opts, message):
 
 def test_temperature_flag_reaches_the_kl_loss(demo_voc, tmp_path,
                                               teacher_weights):
-    import distill
+    distill = script('slim/distillation/distill.py')
     trainer = distill.main(['-c', STUDENT, '-t', TEACHER,
                             '--teacher_pretrained', teacher_weights,
                             '--temperature', '4', '-o'] + tiny_opts(
@@ -167,7 +158,7 @@ def test_temperature_flag_reaches_the_kl_loss(demo_voc, tmp_path,
 # -- 9. EMA ------------------------------------------------------------------
 
 def _train(demo_voc, save, epochs, *extra, resume=None):
-    import train
+    train = script('tools/train.py')
     argv = ['-c', STUDENT] + (['-r', resume] if resume else []) + ['-o'] + \
         tiny_opts(demo_voc, save, epochs) + list(extra)
     return train.main(argv)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import (STUDENT, assert_same_results, evaluate_independently,
-                      tiny_opts)
+                      script, tiny_opts)
 from detdistill.errors import ConfigError, VOCDataError
 from detdistill.config import activate, build_model, load_config
 
@@ -37,9 +37,9 @@ def test_train_steps_lower_the_loss(demo_voc, tmp_path):
 
 
 def test_train_eval_infer_cli(demo_voc, tmp_path, capsys):
-    import eval as eval_tool
-    import infer
-    import train
+    eval_tool = script('tools/eval.py')
+    infer = script('tools/infer.py')
+    train = script('tools/train.py')
     save = str(tmp_path / 'out')
     vdl = str(tmp_path / 'vdl')
     # Two epochs barely move the weights: keep every candidate box, so that

@@ -11,7 +11,7 @@ import paddle
 import pytest
 from PIL import Image
 
-from conftest import ROOT, STUDENT, TEACHER, tiny_opts
+from conftest import ROOT, STUDENT, TEACHER, script, tiny_opts
 from detdistill.errors import ConfigError, VOCDataError
 from detdistill.config import build_model, load_config
 from detdistill.data.unlabeled import (MixedBatchSampler, UnlabeledDataset,
@@ -153,7 +153,7 @@ def _history(save):
 
 def test_resume_with_unlabeled_stream_is_exact(demo_voc, tmp_path,
                                                teacher_weights):
-    import distill
+    distill = script('slim/distillation/distill.py')
     # all 40 demo images as unlabeled, 3 per step: 13 unlabeled batches per
     # unlabeled epoch, so the resumed epoch starts at unlabeled batch 8
     lst = str(tmp_path / 'unlabeled.txt')
@@ -185,7 +185,7 @@ def test_resume_with_unlabeled_stream_is_exact(demo_voc, tmp_path,
 
 def test_unlabeled_dir_trains_through_distill_main(demo_voc, tmp_path,
                                                    teacher_weights):
-    import distill
+    distill = script('slim/distillation/distill.py')
     folder = tmp_path / 'photos'
     folder.mkdir()
     for p in _images(demo_voc, 'test')[:5]:
@@ -208,7 +208,7 @@ def test_unlabeled_dir_trains_through_distill_main(demo_voc, tmp_path,
 
 def test_bad_unlabeled_files_are_named_before_step_one(
         demo_voc, tmp_path, teacher_weights):
-    import distill
+    distill = script('slim/distillation/distill.py')
     good = _images(demo_voc, 'test')[:2]
     broken = tmp_path / 'broken.jpg'
     data = open(os.path.join(demo_voc, good[0]), 'rb').read()
@@ -259,7 +259,7 @@ def test_unlabeled_list_problems_are_named(demo_voc, tmp_path,
 
 def test_plain_training_refuses_unlabeled_images(demo_voc, tmp_path,
                                                  unlabeled_list, log_lines):
-    import train
+    train = script('tools/train.py')
     with pytest.raises(SystemExit) as e:
         train.main(['-c', STUDENT, '-o'] + tiny_opts(
             demo_voc, str(tmp_path)) + [
@@ -298,7 +298,7 @@ def test_gt_ops_are_left_out_of_the_unlabeled_pipeline(demo_voc):
 
 def test_pseudo_label_writes_voc_that_validation_accepts(
         demo_voc, tmp_path, teacher_weights):
-    import pseudo_label
+    pseudo_label = script('tools/pseudo_label.py')
     from detdistill.data.voc import parse_voc_xml, validate_voc_list
     from detdistill.infer import predict
     from detdistill.weights import load_weights
