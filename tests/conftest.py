@@ -50,6 +50,18 @@ def demo_voc(tmp_path_factory):
     return out
 
 
+@pytest.fixture
+def unlabeled_list(demo_voc, tmp_path):
+    """The 8 test images of the demo as an unlabeled list (relative paths,
+    as split_voc.py --unlabeled writes them)."""
+    with open(os.path.join(demo_voc, 'test.txt')) as f:
+        images = [line.split()[0] for line in f if line.strip()]
+    path = str(tmp_path / 'unlabeled.txt')
+    with open(path, 'w') as f:
+        f.write(''.join(p + '\n' for p in images))
+    return path
+
+
 def tiny_opts(data_dir, save_dir, epoch=1, distill=None, **extra):
     """-o overrides: the demo configs on `data_dir`, batch 4, checkpoints
     under `save_dir`, a log line every 2 steps, an eager teacher (compiling

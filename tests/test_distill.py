@@ -13,12 +13,13 @@ import pytest
 
 from conftest import (STUDENT, TEACHER, assert_same_results,
                       evaluate_independently, script, tiny_opts)
-from detdistill.errors import PairingError
+from detdistill.errors import ConfigError, PairingError
 from detdistill.config import build_model, load_config
 from detdistill.distill.distiller import build_distiller
 
 from detdistill.engine import Trainer
 
+RUN = 'yolov3_mobilenet_v1_demo'
 
 def _distiller(demo_voc, tmp_path, teacher_weights, *opts):
     cfg = load_config(STUDENT, tiny_opts(demo_voc, str(tmp_path)) +
@@ -84,7 +85,7 @@ def test_shape_mismatch_lists_both_models(demo_voc, tmp_path,
 
 
 def _history(run):
-    path = os.path.join(run, 'yolov3_mobilenet_v1_demo', 'history.jsonl')
+    path = os.path.join(run, RUN, 'history.jsonl')
     return [json.loads(line) for line in open(path)]
 
 
@@ -197,3 +198,79 @@ def test_num_classes_override_reaches_the_teacher(demo_voc, tmp_path):
         distill.main(['-c', STUDENT, '-t', TEACHER, '--teacher_pretrained',
                       teacher_ckpt, '-o'] + tiny_opts(
                           demo_voc, str(tmp_path / 'run6')))
+
+
+# -- divergence --------------------------------------------------------------
+
+def test_non_finite_distill_loss_is_named(demo_voc, tmp_path,
+                                          teacher_weights):
+    distill = script('slim/distillation/distill.py')
+    save = str(tmp_path / 'run')
+    with pytest.raises(SystemExit):
+        distill.main(['-c', STUDENT, '-t', TEACHER, '--teacher_pretrained',
+                      teacher_weights, '-o'] + tiny_opts(
+                          demo_voc, save, 1, distill_loss_weight=1e38))
+    assert not os.path.exists(os.path.join(save, RUN, '0.pdparams'))
+
+
+# -- the log's teacher_loss --------------------------------------------------
+
+def test_teacher_loss_is_that_of_the_logged_step(demo_voc, tmp_path,
+                                                 teacher_weights):
+    distill = script('slim/distillation/distill.py')
+    save = str(tmp_path / 'run')
+    trainer = distill.main(['-c', STUDENT, '-t', TEACHER,
+                            '--teacher_pretrained', teacher_weights, '-o'] +
+                           tiny_opts(demo_voc, save, 1, log_iter=3,
+                                     distill_loss_weight=0.01))
+    train = [r for r in _history(save) if r['kind'] == 'train']
+    assert [r['step'] for r in train] == [3, 6, 8]
+    assert all('teacher_loss' in r for r in train)
+    # Recompute the teacher's loss on the batches of steps 3, 6 and 8: the
+    # data order is a function of (seed, epoch).
+    distiller = trainer.model
+    batches = list(trainer._epoch_batches(0))
+    for r in train:
+        batch = batches[r['step'] - 1]
+        t_out = distiller.teacher.outputs(batch)
+        want = float(distiller._teacher_loss(t_out, batch))
+        assert r['teacher_loss'] == pytest.approx(want, rel=1e-5), r['step']
+
+
+# -- conflicting or ignored distillation flags -------------------------------
+
+@pytest.mark.parametrize('opts, message', [
+    (['use_fine_grained_loss=true', 'distill_loss=kl'],
+     'use_fine_grained_loss=true asks for the fine-grained loss but the '
+     'config asks for KLDistill: set one of them'),
+    (['use_fine_grained_loss=true', 'Distill.losses.kl.weight=3'],
+     'use_fine_grained_loss=true asks for the fine-grained loss but the '
+     'config asks for KLDistill: set one of them'),
+    (['temperature=2'], "Distill.losses.l2: L2Distill has no option "
+                        "'temperature'"),
+    (['use_fine_grained_loss=true', 'temperature=2'],
+     "Distill.losses.fine_grained: FineGrainedDistill has no option "
+     "'temperature'"),
+    (['Distill.losses.kl.temprature=2'], "Distill.losses.kl: KLDistill has "
+     "no option 'temprature' \\(did you mean 'temperature'\\?\\)"),
+    (['distill_loss=kl', 'temperature=0'],
+     'temperature must be a finite number > 0, got 0.0'),
+    (['distill_loss=kl', 'temperature=-1'],
+     'temperature must be a finite number > 0, got -1.0'),
+])
+def test_conflicting_flags_are_errors(opts, message):
+    cfg = load_config(STUDENT, opts)
+    with pytest.raises(ConfigError, match=message):
+        build_distiller(cfg, build_model(cfg), build_model(load_config(
+            TEACHER)))
+
+
+def test_temperature_flag_reaches_the_kl_loss(demo_voc, tmp_path,
+                                              teacher_weights):
+    distill = script('slim/distillation/distill.py')
+    trainer = distill.main(['-c', STUDENT, '-t', TEACHER,
+                            '--teacher_pretrained', teacher_weights,
+                            '--temperature', '4', '-o'] + tiny_opts(
+                                demo_voc, str(tmp_path), 1,
+                                distill_loss='kl', distill_loss_weight=0.01))
+    assert trainer.model.losses[0].module.temperature == 4.0

@@ -28,16 +28,6 @@ def _images(demo_voc, split):
         return [line.split()[0] for line in f if line.strip()]
 
 
-@pytest.fixture
-def unlabeled_list(demo_voc, tmp_path):
-    """The 8 test images of the demo as an unlabeled list (relative paths,
-    as split_voc.py --unlabeled writes them)."""
-    path = str(tmp_path / 'unlabeled.txt')
-    with open(path, 'w') as f:
-        f.write(''.join(p + '\n' for p in _images(demo_voc, 'test')))
-    return path
-
-
 def _trainer(demo_voc, tmp_path, teacher_weights, *opts):
     cfg = load_config(STUDENT, tiny_opts(demo_voc, str(tmp_path)) +
                       list(opts))
@@ -347,64 +337,3 @@ def test_pseudo_label_writes_voc_that_validation_accepts(
     report = validate_voc_list(str(tmp_path), 'pseudo.txt', labels)
     assert not report.problems
     assert report.num_images == 4 and report.num_objects == total
-
-
-def test_two_processes_shard_the_unlabeled_stream(demo_voc, tmp_path,
-                                                  teacher_weights,
-                                                  unlabeled_list):
-    from test_distributed import _launch
-    save = str(tmp_path / 'out')
-    ranks, logs = _launch(tmp_path, 'distill', [
-        '-c', STUDENT, '-t', TEACHER, '--teacher_pretrained', teacher_weights,
-        '--unlabeled_list', unlabeled_list, '-o'] +
-        tiny_opts(demo_voc, save, 1, distill_loss_weight=0.01,
-                  unlabeled_batch_size=2))
-    r0, r1 = ranks
-    for k in r0:  # all-reduced gradients, unlabeled term included
-        if not k.endswith(('_mean', '_variance')):
-            np.testing.assert_allclose(r0[k].numpy(), r1[k].numpy(),
-                                       atol=1e-6, err_msg=k)
-    assert '[   4/4] step: 4' in logs and 'distill_loss_unlabeled' in logs
-    # 8 unlabeled images, 2 per rank and step: each rank reads its own half
-    streams = [json.load(open(str(tmp_path / 'ranks' / 'unlabeled{}.json'
-                                  .format(r)))) for r in (0, 1)]
-    assert [len(s) for s in streams] == [4, 4]
-    for step in (0, 2):  # one unlabeled epoch = 2 steps: all 8, once
-        seen = sum(streams[0][step:step + 2] + streams[1][step:step + 2], [])
-        assert sorted(seen) == list(range(8))
-
-
-def test_benchmark_half_rows(demo_voc, tmp_path):
-    from bench.catalogue import catalogue
-    from bench.report import aggregate
-    from bench.runs import command
-    from bench.splits import write_half_split
-    data = tmp_path / 'voc'
-    shutil.copytree(demo_voc, str(data))
-    write_half_split(str(data))
-    trainval = (data / 'trainval.txt').read_text().splitlines()
-    labeled = (data / 'trainval_half.txt').read_text().splitlines()
-    unlabeled = (data / 'unlabeled_half.txt').read_text().splitlines()
-    assert len(labeled) == len(unlabeled) == 16
-    assert sorted(labeled + [next(t for t in trainval if t.startswith(u + ' '))
-                             for u in unlabeled]) == sorted(trainval)
-    demo = catalogue().profiles['demo']
-    cmd = command('l2_half_unlabeled', 1, str(tmp_path), demo,
-                  ['TrainDataset.dataset_dir=' + str(data)])
-    assert 'unlabeled_list={}/unlabeled_half.txt'.format(data) in cmd
-    assert 'TrainDataset.anno_path=trainval_half.txt' in cmd
-    assert 'l2_half' not in demo.methods
-
-    def run(method, m11):
-        return {'method': method, 'seed': 0,
-                'mAP': {'11point': m11 / 100, 'area': m11 / 100},
-                'train_images_per_sec': 10., 'step_time_s': .1,
-                'peak_rss_mb': 700., 'eval_images_per_sec': 100.}
-    rows = aggregate([run('teacher', 60), run('baseline', 30),
-                      run('l2', 45), run('baseline_half', 20),
-                      run('l2_half', 30), run('l2_half_unlabeled', 35)])
-    assert rows['l2']['gap_recovered_11point'] == pytest.approx(15 / 30)
-    assert rows['l2_half']['gap_recovered_11point'] == pytest.approx(10 / 40)
-    assert rows['l2_half_unlabeled']['gap_recovered_11point'] == \
-        pytest.approx(15 / 40)
-    assert 'gap_recovered_11point' not in rows['baseline_half']

@@ -1,5 +1,7 @@
-"""The full-size configs build the architectures of PaddleDetection 2.6's
-model zoo, so its released weights load by name (docs/weights.md).
+"""Configs: loading one names a mistyped or unimplemented key and leaves
+the others as they were; the full-size configs build the architectures of
+PaddleDetection 2.6's model zoo, so its released weights load by name
+(docs/weights.md).
 
 The numbers and digests below were derived by building PaddleDetection
 release/2.6's own config files with ppdet (yolov3_mobilenet_v1_270e_voc.yml
@@ -21,8 +23,9 @@ import subprocess
 
 import pytest
 
-from conftest import ROOT
-from detdistill.config import build_model, load_config
+from conftest import ROOT, STUDENT, TEACHER
+from detdistill.config import activate, build_model, load_config
+from detdistill.errors import ConfigError
 
 # (name, shape) lines in state-dict order, sha256 over '\n'-joined
 # '<name> <shape>': computed from PaddleDetection's configs (see above).
@@ -46,6 +49,40 @@ MIRROR = os.environ.get(
     'PADDLEDETECTION_MIRROR',
     '/work/.mirror/PaddlePaddle+PaddleDetection/repo')
 
+
+# -- loading a config --------------------------------------------------------
+
+def test_config_typo_is_named():
+    with pytest.raises(ConfigError, match="did you mean 'use_fine_grained_loss'"):
+        load_config(STUDENT, ['use_fine_grained_los=true'])
+    with pytest.raises(ConfigError, match="ScaledYOLOv3FPN has no argument "
+                       "'channel'"):
+        load_config(STUDENT, ['ScaledYOLOv3FPN.channel=32'])
+
+
+def test_configs_stay_apart():
+    """Loading the teacher's config must not change the student's (the
+    global-config merge bug of PaddleDetection #5976)."""
+    student_cfg, teacher_cfg = load_config(STUDENT), load_config(TEACHER)
+    teacher = build_model(teacher_cfg)
+    student = build_model(student_cfg)
+    assert type(student.backbone).__name__ == 'MobileNet'
+    assert type(teacher.backbone).__name__ == 'ScaledResNet'
+    assert student.neck._out_channels == [128, 64, 32]
+    assert teacher.neck._out_channels == [256, 128, 64]
+    with activate(student_cfg) as g:
+        assert g['ScaledYOLOv3FPN']['channels'] == 64
+
+
+@pytest.mark.parametrize('key', ['use_xpu', 'to_static', 'print_flops'])
+def test_unimplemented_keys_are_refused_when_set(key):
+    with pytest.raises(ConfigError, match='{}: True is not supported'.format(
+            key)):
+        load_config(STUDENT, ['{}=true'.format(key)])
+    load_config(STUDENT, ['{}=false'.format(key)])  # off is fine
+
+
+# -- the full-size configs are PaddleDetection's -----------------------------
 
 def _shapes(model):
     return {k: [int(d) for d in v.shape] for k, v in
