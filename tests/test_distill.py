@@ -29,6 +29,34 @@ def _distiller(demo_voc, tmp_path, teacher_weights, *opts):
     return cfg, build_distiller(cfg, student, teacher)
 
 
+def _reference_distill_loss(distiller, batch):
+    """distill_loss of `batch` from the float64 NumPy references of
+    tests/test_distill_losses.py, on the paired outputs of a separate
+    forward of each model (recorded by name): the entry's weight times the
+    components summed over the pairs."""
+    from detdistill.distill.pairing import OutputRecorder
+    from test_distill_losses import ref_fine, ref_kl, ref_l2
+    loss = distiller.losses[0]
+    module = loss.module
+    s_names = [s for s, _ in loss.pairs]
+    t_names = [t for _, t in loss.pairs]
+    with paddle.no_grad():
+        with OutputRecorder(distiller.student, s_names) as s_rec:
+            distiller.student(batch)
+        with OutputRecorder(distiller.teacher.model, t_names) as t_rec:
+            distiller.teacher.model(batch)
+    ref = {'l2': ref_l2,
+           'fine_grained': lambda s, t: ref_fine(
+               s, t, module.obj_target, num_classes=module.num_classes),
+           'kl': lambda s, t: ref_kl(
+               s, t, module.temperature, module.cls_form,
+               num_classes=module.num_classes)}[loss.name]
+    with np.errstate(over='ignore'):  # exp of large logits: inf, then 0
+        return loss.weight * sum(sum(ref(s_rec.outputs[s].numpy(),
+                                         t_rec.outputs[t].numpy()).values())
+                                 for s, t in loss.pairs)
+
+
 @pytest.mark.parametrize('loss', ['l2', 'fine_grained', 'kl'])
 def test_teacher_is_frozen_and_only_student_learns(demo_voc, tmp_path,
                                                    teacher_weights, loss):
@@ -41,24 +69,32 @@ def test_teacher_is_frozen_and_only_student_learns(demo_voc, tmp_path,
                 distiller.teacher.model.state_dict().items()}
     s_before = {k: v.numpy().copy() for k, v in
                 distiller.student.state_dict().items()}
+    trainable = [p for p in distiller.student.parameters()
+                 if not p.stop_gradient]
     distiller.train()
     assert not distiller.teacher.model.training  # BN stays in eval mode
+    assert distiller.teacher.cache is None  # the demo reader: recomputed
     batches = iter(trainer.loader)
     for _ in range(3):
-        out = distiller(next(batches))
+        batch = next(batches)
+        want = _reference_distill_loss(distiller, batch)
+        out = distiller(batch)
         assert {'loss', 'det_loss', 'distill_loss'} <= set(out)
-        assert float(out['distill_loss']) > 0
+        assert float(out['distill_loss']) == pytest.approx(want, rel=1e-5)
         out['loss'].backward()
         assert all(p.grad is None for p in distiller.teacher.model.parameters())
-        assert any(p.grad is not None and float(p.grad.abs().sum()) > 0
-                   for p in distiller.student.parameters())
+        # every trainable student parameter gets a gradient
+        assert all(p.grad is not None and float(p.grad.abs().sum()) > 0
+                   for p in trainable)
         trainer.optimizer.step()
         trainer.optimizer.clear_grad()
     for k, v in distiller.teacher.model.state_dict().items():
         assert np.array_equal(v.numpy(), t_before[k]), k  # BN stats included
-    changed = [k for k, v in distiller.student.state_dict().items()
-               if not np.array_equal(v.numpy(), s_before[k])]
-    assert len(changed) > 0.9 * len(s_before)
+    # every student tensor moved: the parameters by the optimizer, the
+    # BatchNorm statistics by the training-mode forwards
+    unchanged = [k for k, v in distiller.student.state_dict().items()
+                 if np.array_equal(v.numpy(), s_before[k])]
+    assert unchanged == []
 
 
 def test_unknown_pair_name_lists_candidates(demo_voc, tmp_path,
@@ -203,14 +239,27 @@ def test_num_classes_override_reaches_the_teacher(demo_voc, tmp_path):
 # -- divergence --------------------------------------------------------------
 
 def test_non_finite_distill_loss_is_named(demo_voc, tmp_path,
-                                          teacher_weights):
+                                          teacher_weights, log_lines):
+    """Weight 1e38 times the L2 distance of an untrained teacher's outputs
+    (far above 3.4, float32's largest value over 1e38) is inf at step 1: the
+    run stops there with exit 1, naming the step and the non-finite terms,
+    and saves nothing. (YAML reads 1e38 as a string, 1.0e+38 as a number.)"""
     distill = script('slim/distillation/distill.py')
     save = str(tmp_path / 'run')
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as e:
         distill.main(['-c', STUDENT, '-t', TEACHER, '--teacher_pretrained',
                       teacher_weights, '-o'] + tiny_opts(
-                          demo_voc, save, 1, distill_loss_weight=1e38))
-    assert not os.path.exists(os.path.join(save, RUN, '0.pdparams'))
+                          demo_voc, save, 1,
+                          distill={'losses.l2.weight': '1.0e+38'}))
+    assert e.value.code == 1
+    errors = [x for x in log_lines if x.startswith('NonFiniteLossError')]
+    assert errors == [
+        'NonFiniteLossError: non-finite loss at step 1 (epoch 0): loss=inf, '
+        'distill_loss=inf, distill_l2=inf. Nothing was saved for this step; '
+        'the last checkpoint in {} is intact. Lower the learning rate or the '
+        'distillation weight.'.format(os.path.join(save, RUN))]
+    assert not [f for f in os.listdir(os.path.join(save, RUN))
+                if f.endswith(('.pdparams', '.pdopt'))]
 
 
 # -- the log's teacher_loss --------------------------------------------------
