@@ -16,6 +16,7 @@ from detdistill.errors import NonFiniteLossError, VOCDataError
 from detdistill.config import load_config
 
 from detdistill.engine import Trainer
+from detdistill.engine.checkpoint import load_checkpoint
 from detdistill.engine.evaluator import VOCEvaluator
 
 
@@ -51,12 +52,24 @@ def test_train_eval_infer_cli(demo_voc, tmp_path, capsys):
     train.main(['-c', STUDENT, '--eval', '--use_vdl', '--vdl_log_dir', vdl,
                 '-o'] + tiny_opts(demo_voc, save, 2) + keep_all)
     run = os.path.join(save, 'yolov3_mobilenet_v1_demo')
-    for name in ('0', '1', 'best_model', 'model_final'):
-        for ext in ('.pdparams', '.pdopt'):
-            assert os.path.isfile(os.path.join(run, name + ext)), name + ext
     hist = [json.loads(line) for line in open(os.path.join(run,
                                                            'history.jsonl'))]
-    assert [r['step'] for r in hist if r['kind'] == 'eval'] == [8, 16]
+    evals = [r for r in hist if r['kind'] == 'eval']
+    assert [r['step'] for r in evals] == [8, 16]
+    # a whole pair per checkpoint (load_checkpoint refuses a mixed one), at
+    # the step it names: the epochs', the final one (the last epoch's
+    # weights) and the best (the first eval with the highest 11-point mAP)
+    ckpt = {name: load_checkpoint(os.path.join(run, name))
+            for name in ('0', '1', 'best_model', 'model_final')}
+    best = max(evals, key=lambda r: r['mAP']['11point'])['step']
+    assert {name: training['state']['step'] for name, (_, training)
+            in ckpt.items()} == {'0': 8, '1': 16, 'best_model': best,
+                                 'model_final': 16}
+    for name, same_as in (('model_final', '1'),
+                          ('best_model', '0' if best == 8 else '1')):
+        for k, v in ckpt[name][0].items():
+            np.testing.assert_array_equal(
+                v.numpy(), ckpt[same_as][0][k].numpy(), err_msg=name + k)
     assert os.path.getsize(os.path.join(run, 'curves.png')) > 1000
     _assert_visualdl_matches_history(vdl, hist)
     out_json = str(tmp_path / 'eval.json')
