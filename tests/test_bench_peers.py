@@ -1,6 +1,8 @@
 """bench/peers.py, the comparison with PaddleDetection's own distillation
 step and evaluation (tools/dev/profile_step.py --compare_ppdet), end to end
 on the demo data."""
+import time
+
 import paddle
 import pytest
 
@@ -8,17 +10,43 @@ from conftest import tiny_opts
 from detdistill.distill.compiled_teacher import TOLERANCE
 
 
+class _Clock:
+    """time, with every perf_counter reading recorded."""
+
+    def __init__(self):
+        self.readings = []
+
+    def perf_counter(self):
+        self.readings.append(time.perf_counter())
+        return self.readings[-1]
+
+    def process_time(self):
+        return time.process_time()
+
+
 def test_ppdet_comparison_runs_end_to_end(demo_voc, tmp_path,
-                                          teacher_weights):
-    from bench import peers
+                                          teacher_weights, monkeypatch):
+    from bench import peers, step_cost
     from bench.catalogue import catalogue
     demo = catalogue().profiles['demo']
     opts = tiny_opts(demo_voc, str(tmp_path))
+    clock = _Clock()
+    monkeypatch.setattr(step_cost, 'time', clock)
     steps = peers.compare_steps(demo, repeats=2, num_batches=1, opts=opts,
                                 teacher_weights=teacher_weights)
-    assert list(steps['steps']) == [k for k, _ in peers.STEP_ROWS]
-    assert all(v['wall_s'] > 0 and v['repeats'] == 2
-               for v in steps['steps'].values())
+    names = [k for k, _ in peers.STEP_ROWS]
+    assert list(steps['steps']) == names
+    # Each variant's wall_s is the median of its two timed calls, read off
+    # the clock: round r calls every variant once, in an order rotated by r.
+    calls = list(zip(clock.readings[0::2], clock.readings[1::2]))
+    assert len(clock.readings) == 2 * len(calls) == 2 * 2 * len(names)
+    order = names + names[1:] + names[:1]
+    for name in names:
+        walls = [end - start for (start, end), k in zip(calls, order)
+                 if k == name]
+        assert len(walls) == steps['steps'][name]['repeats'] == 2
+        assert steps['steps'][name]['wall_s'] == pytest.approx(
+            sum(walls) / 2, rel=1e-12), name
     assert steps['batch_size'] == 4 and steps['image_size'] == [160, 160]
     # Warm-up: 4 misses; the two timed steps: 8 hits.
     assert steps['cache'] == \

@@ -1,15 +1,17 @@
 """bench/splits.py, the data splits catalogue rows read: the half-label
-split of the unlabeled-image rows."""
+split of the unlabeled-image rows, and the rows that read it."""
+import os
 import shutil
 
-import pytest
 
-
-def test_benchmark_half_rows(demo_voc, tmp_path):
+def test_half_split_and_the_rows_that_read_it(demo_voc, tmp_path):
+    """write_half_split: half of trainval.txt labeled, the other half's
+    images as an unlabeled list, together trainval exactly. Every catalogue
+    row on that split reads its lists from the files the split wrote (the
+    rows' arithmetic in the report: tests/test_benchmark.py)."""
     from bench.catalogue import catalogue
-    from bench.report import aggregate
     from bench.runs import command
-    from bench.splits import write_half_split
+    from bench.splits import SPLITS, write_half_split
     data = tmp_path / 'voc'
     shutil.copytree(demo_voc, str(data))
     write_half_split(str(data))
@@ -19,23 +21,23 @@ def test_benchmark_half_rows(demo_voc, tmp_path):
     assert len(labeled) == len(unlabeled) == 16
     assert sorted(labeled + [next(t for t in trainval if t.startswith(u + ' '))
                              for u in unlabeled]) == sorted(trainval)
-    demo = catalogue().profiles['demo']
-    cmd = command('l2_half_unlabeled', 1, str(tmp_path), demo,
-                  ['TrainDataset.dataset_dir=' + str(data)])
-    assert 'unlabeled_list={}/unlabeled_half.txt'.format(data) in cmd
-    assert 'TrainDataset.anno_path=trainval_half.txt' in cmd
-    assert 'l2_half' not in demo.methods
-
-    def run(method, m11):
-        return {'method': method, 'seed': 0,
-                'mAP': {'11point': m11 / 100, 'area': m11 / 100},
-                'train_images_per_sec': 10., 'step_time_s': .1,
-                'peak_rss_mb': 700., 'eval_images_per_sec': 100.}
-    rows = aggregate([run('teacher', 60), run('baseline', 30),
-                      run('l2', 45), run('baseline_half', 20),
-                      run('l2_half', 30), run('l2_half_unlabeled', 35)])
-    assert rows['l2']['gap_recovered_11point'] == pytest.approx(15 / 30)
-    assert rows['l2_half']['gap_recovered_11point'] == pytest.approx(10 / 40)
-    assert rows['l2_half_unlabeled']['gap_recovered_11point'] == \
-        pytest.approx(15 / 40)
-    assert 'gap_recovered_11point' not in rows['baseline_half']
+    cat = catalogue()
+    assert SPLITS['half'] is write_half_split
+    rows = [m for m in cat.methods.values() if m.split == 'half']
+    assert rows
+    written = {str(data / f) for f in ('trainval_half.txt',
+                                       'unlabeled_half.txt')}
+    read = set()
+    for m in rows:
+        cmd = command(m.name, 1, str(tmp_path), cat.profiles['demo'],
+                      ['TrainDataset.dataset_dir=' + str(data)])
+        lists = [os.path.join(str(data), a.split('=', 1)[1]) for a in cmd
+                 if a.startswith('TrainDataset.anno_path=')]
+        lists += [a.split('=', 1)[1] for a in cmd
+                  if a.split('=', 1)[0] in ('unlabeled_list',
+                                            'Distill.unlabeled.list')]
+        # the labeled half, and the unlabeled half if the row uses one
+        assert str(data / 'trainval_half.txt') in lists, m.name
+        assert set(lists) <= written, (m.name, lists)
+        read.update(lists)
+    assert read == written  # and some row reads the unlabeled half
