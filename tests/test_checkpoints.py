@@ -73,9 +73,11 @@ def test_ema_weights_are_saved_and_resume_exactly(demo_voc, tmp_path):
                                    b_t['model'][k].numpy(), rtol=1e-5,
                                    atol=1e-6, err_msg=k)
     assert a_t['ema']['step'] == 16
-    differ = [k for k in a_w if not np.array_equal(
-        a_w[k].numpy(), a_t['model'][k].numpy())]
-    assert len(differ) > 0.9 * len(a_w)  # EMA is not the raw model
+    # EMA is not the raw model: every tensor moved during training, so
+    # every averaged one differs from the last
+    same = [k for k in a_w if np.array_equal(a_w[k].numpy(),
+                                             a_t['model'][k].numpy())]
+    assert same == []
 
 
 def test_ema_with_zero_decay_is_the_model(demo_voc, tmp_path):
