@@ -1,6 +1,8 @@
-"""slim/distillation/distill.py on real demo data: the teacher stays frozen,
-gradients reach only the student, pairing errors are clear, resume continues
-the same trajectory, and the result is an ordinary student checkpoint."""
+"""slim/distillation/distill.py and the distiller on real demo data: the
+teacher stays frozen, gradients reach only the student, pairing errors are
+clear, resume continues the same trajectory, the result is an ordinary
+student checkpoint; a diverging run stops naming its step, the log's
+teacher_loss is the logged step's, and conflicting flags are errors."""
 import functools
 import http.server
 import json

@@ -1,6 +1,7 @@
 """tools/train.py, tools/eval.py and tools/infer.py on real demo data with a
 real (tiny) YOLOv3: training lowers the loss, checkpoints are written and
-scored, bad input stops before any training step."""
+scored, the evaluator's APs are right, bad input stops before any training
+step, and only the optimised loss stops a run when it is not finite."""
 import functools
 import json
 import os
