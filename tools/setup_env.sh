@@ -26,15 +26,17 @@ $pip install -q --no-deps -r "$tmp/nodeps.txt"
 # The venv's own setuptools builds it when it can make an editable wheel by itself (70.1 or
 # newer, or an older one beside `wheel`): nothing to download. Python 3.11's venv ships
 # setuptools 65.5 without `wheel`, so there pip builds it in an isolated environment with a
-# setuptools from the index (or pip's cache).
+# setuptools from the index (or pip's cache). Its notice that an editable install imports from
+# the checkout is what this install is for: not shown.
+quiet="ignore:Editable installation"
 if "$venv/bin/python" -c "
 import importlib.util, sys
 import setuptools
 v = tuple(int(x) for x in setuptools.__version__.split('.')[:2])
 sys.exit(0 if v >= (70, 1) or importlib.util.find_spec('wheel') else 1)" 2>/dev/null; then
-  $pip install -q --no-deps --no-build-isolation -e "$root"
+  PYTHONWARNINGS="$quiet" $pip install -q --no-deps --no-build-isolation -e "$root"
 else
-  $pip install -q --no-deps -e "$root"
+  PYTHONWARNINGS="$quiet" $pip install -q --no-deps -e "$root"
 fi
 # Checked from outside the checkout, so that the packages come from the install, not the cwd
 # (detdistill first: it quiets ppdet's import-time notices).
