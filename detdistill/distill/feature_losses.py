@@ -92,10 +92,10 @@ class FeatureLoss(DistillLoss):
 @register
 @serializable
 class MimicDistill(FeatureLoss):
-    """{'mimic': mean_{N,C,H,W} (s - t)²}: the L2 feature mimicking of Li
-    et al. 2017 and FitNets' hints (their 1/2 and per-region sums are a
-    constant the weight absorbs). `normalize`: standardise each channel of
-    both maps first (ppdet's default)."""
+    """{'mimic': mean_{N,C,H,W} (s - t)²}: L2 feature mimicking (FitNets'
+    hints; Li et al. 2017, who compare inside the proposals only, with a
+    halved sum: here every cell, averaged). `normalize`: standardise each
+    channel of both maps first (ppdet's default)."""
 
     def __init__(self, normalize=False):
         super().__init__()
