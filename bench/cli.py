@@ -59,6 +59,14 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+def _previous(out):
+    try:
+        with open(os.path.join(out, 'results.json')) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {}
+
+
 @main_guard
 def main(argv=None):
     args = parse_args(argv)
@@ -92,7 +100,9 @@ def main(argv=None):
             summaries = runner.with_finished(summaries, rows, seeds, out,
                                              prof)
     step_cost = None
-    if not (args.no_profile or args.report_only) and any(
+    if args.report_only:  # nothing is timed: keep the last measured profile
+        step_cost = _previous(out).get('profile')
+    elif not args.no_profile and any(
             cat.methods[m].distills for m in methods):
         log.info('[bench] timing one step of each kind')
         step_cost = distill_step_cost(prof, teacher_weights(out, prof),

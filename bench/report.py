@@ -103,7 +103,10 @@ def sweep_table(summaries, profile, seed=0):
         ratio = loss_ratio_series(s)
         out.append((m, loss, weight, 100 * s['mAP']['11point'],
                     100 * s['mAP']['area'], ratio[-1][1] if ratio else None))
-    return sorted(out, key=lambda r: (r[1], r[2]))
+    # 'auto' (a weight set each step) sorts after the fixed weights
+    return sorted(out, key=lambda r: (r[1], isinstance(r[2], str),
+                                      str(r[2]) if isinstance(r[2], str)
+                                      else r[2]))
 
 
 def _fmt(stat, digits=2):
@@ -188,8 +191,8 @@ def write_report(rows, step_cost, path, command_line, profile, targets=None,
                   'the seed spread of the rows above says nothing.', '',
                   '| method | loss | weight | mAP 11-point | mAP area | '
                   'distill/det at the end |', '|---|---|---|---|---|---|'] + [
-            '| {} | {} | {:g} | {:.2f} | {:.2f} | {} |'.format(
-                m, loss, w, a, b, '{:.3g}'.format(r) if r is not None
+            '| {} | {} | {} | {:.2f} | {:.2f} | {} |'.format(
+                m, loss, w if isinstance(w, str) else '{:g}'.format(w), a, b, '{:.3g}'.format(r) if r is not None
                 else '-') for m, loss, w, a, b, r in sweep]
     if targets:
         lines += ['', '## Targets', ''] + ['- {}: **{}** ({})'.format(

@@ -149,10 +149,10 @@ def concurrent(profile, n, repeats=10, opts=()):
     """Median eager step time in each of `n` processes started together:
     equal to the one-process time means one run uses one core, so n runs fit
     on n cores at full speed."""
-    code = ('import json, sys; sys.path.insert(0, {!r}); '
+    code = ('import json; '
             'from bench.speedups import eager_step_seconds; '
             'print("STEP", json.dumps(eager_step_seconds({!r}, {}, {!r})))'
-            .format(ROOT, profile.name, repeats, list(opts)))
+            .format(profile.name, repeats, list(opts)))
     procs = [subprocess.Popen([sys.executable, '-c', code], cwd=ROOT,
                               stdout=subprocess.PIPE,
                               stderr=subprocess.DEVNULL, text=True)

@@ -48,7 +48,7 @@ NOT_IMPLEMENTED = {
     'print_flops': 'FLOPs are not counted; remove the key',
     'print_params': 'parameters are not printed; remove the key',
     'to_static': 'the converted distiller computed different losses '
-                 '(benchmark/PROFILE.md); training runs eagerly',
+                 '(results/PROFILE.md); training runs eagerly',
 }
 
 

@@ -1,6 +1,9 @@
 """Shared fixtures: a small demo VOC dataset on disk and tiny configs that
-train in seconds on a CPU."""
+train in seconds on a CPU. The packages (detdistill, bench) are imported from
+the installed project (`pip install -e .`, tools/setup_env.sh); the user's
+scripts are loaded from their files (`script`)."""
 import functools
+import importlib.util
 import logging
 import os
 import signal
@@ -11,13 +14,24 @@ import time
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, 'tools'))
-# `import distill`: slim/distillation/distill.py, the user-facing script
-sys.path.insert(0, os.path.join(ROOT, 'slim', 'distillation'))
 
 STUDENT = os.path.join(ROOT, 'configs/demo/yolov3_mobilenet_v1_demo.yml')
 TEACHER = os.path.join(ROOT, 'configs/demo/yolov3_r34_demo.yml')
+
+
+@functools.lru_cache(maxsize=None)
+def script(path):
+    """The user's script at `path`, relative to the repository root (e.g.
+    'tools/train.py', 'slim/distillation/distill.py'), loaded from its file
+    as a module, once: a test calls its main(argv) as the command line does,
+    script('tools/train.py').main(['-c', ...])."""
+    name = '_script_' + os.path.splitext(path)[0].replace('/', '_')
+    spec = importlib.util.spec_from_file_location(
+        name, os.path.join(ROOT, path))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope='session', autouse=True)
@@ -36,6 +50,18 @@ def demo_voc(tmp_path_factory):
     out = str(tmp_path_factory.mktemp('demo_voc'))
     make_demo_voc(out, num_images=40, ratio=0.8, seed=0)
     return out
+
+
+@pytest.fixture
+def unlabeled_list(demo_voc, tmp_path):
+    """The 8 test images of the demo as an unlabeled list (relative paths,
+    as split_voc.py --unlabeled writes them)."""
+    with open(os.path.join(demo_voc, 'test.txt')) as f:
+        images = [line.split()[0] for line in f if line.strip()]
+    path = str(tmp_path / 'unlabeled.txt')
+    with open(path, 'w') as f:
+        f.write(''.join(p + '\n' for p in images))
+    return path
 
 
 def tiny_opts(data_dir, save_dir, epoch=1, distill=None, **extra):
@@ -136,13 +162,13 @@ def assert_resume_is_exact(student, teacher, teacher_weights, data, tmp_path,
                            epochs, **opts):
     """distill.py for `epochs` epochs, and for 1 epoch then `-r` to `epochs`:
     the final weights must be equal bit for bit."""
-    import distill
     import numpy as np
     import paddle
     full, part = str(tmp_path / 'full'), str(tmp_path / 'part')
     base = ['-c', student, '-t', teacher, '--teacher_pretrained',
             teacher_weights, '-o']
     run = os.path.splitext(os.path.basename(student))[0]
+    distill = script('slim/distillation/distill.py')
     distill.main(base + tiny_opts(data, full, epochs, **opts))
     distill.main(base + tiny_opts(data, part, 1, **opts))
     distill.main(['-r', os.path.join(part, run, '0')] + base +

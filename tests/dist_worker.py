@@ -10,19 +10,15 @@ import json
 import os
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [ROOT, os.path.join(ROOT, 'tools'),
-                os.path.join(ROOT, 'slim', 'distillation')]
+import paddle
 
-import paddle  # noqa: E402
+from conftest import script  # tests/ is this script's directory
 
 if __name__ == '__main__':
     tool, out = sys.argv[1], sys.argv[2]
-    if tool == 'train':
-        from train import main
-    else:
-        from distill import main
-    trainer = main(sys.argv[3:])
+    path = {'train': 'tools/train.py',
+            'distill': 'slim/distillation/distill.py'}[tool]
+    trainer = script(path).main(sys.argv[3:])
     rank = paddle.distributed.get_rank()
     paddle.save(trainer.detector.state_dict(), os.path.join(
         out, 'rank{}.pdparams'.format(rank)))

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, script
 from bench.catalogue import catalogue
 from bench.report import aggregate, write_report
 from bench.targets import check_targets
@@ -174,7 +174,7 @@ def test_benchmark_end_to_end_in_parallel(demo_voc, tmp_path):
     """tools/benchmark.py with two runs at a time on tiny data: the distilled
     student waits for and uses the seed-0 teacher; results, report and plots
     are written; a second invocation reuses every run."""
-    import benchmark as tool
+    tool = script('tools/benchmark.py')
     from bench.plots import map_curves
     out = str(tmp_path / 'bench')
     argv = ['--methods', 'teacher,baseline,l2', '--seeds', '0', '--jobs',
@@ -351,7 +351,7 @@ def test_an_interrupted_run_resumes_from_its_last_checkpoint(demo_voc,
     mAP of the uninterrupted run."""
     import numpy as np
     import paddle
-    import benchmark as tool
+    tool = script('tools/benchmark.py')
     from conftest import tiny_opts
     from bench.runs import last_checkpoint
     opts = [o for o in tiny_opts(demo_voc, 'unused', 2)
@@ -387,7 +387,7 @@ def test_a_teacher_from_another_benchmark_is_evaluated_not_retrained(
     """A profile with `teacher_from` (the main job's `quick`) distils from
     that benchmark's seed-0 teacher: the teacher row is tools/eval.py on
     those weights, here, with nothing trained."""
-    import benchmark as tool
+    tool = script('tools/benchmark.py')
     opts = _tiny_opts(demo_voc)
     first, second = str(tmp_path / 'first'), str(tmp_path / 'second')
     tool.main(['--methods', 'teacher', '--seeds', '0', '--no_profile',
@@ -536,7 +536,7 @@ def test_a_bare_run_leaves_the_sweep_to_methods_sweep(demo_voc, tmp_path,
     budget); `--methods sweep` plans the sweep rows at the first seed, with
     their teacher; a finished sweep run is reported by either."""
     import shutil
-    import benchmark as tool
+    tool = script('tools/benchmark.py')
     from conftest import tiny_opts
     from bench.runs import run_dir
     monkeypatch.setitem(catalogue().profiles, 'tiny_sweep', _profile(
@@ -569,8 +569,7 @@ def test_a_bare_run_leaves_the_sweep_to_methods_sweep(demo_voc, tmp_path,
 # A tool's main (main_guard: SIGUSR1 dumps stacks, SIGTERM exits 143) that
 # never ends.
 _STUCK_CHILD = textwrap.dedent('''
-    import sys, threading
-    sys.path.insert(0, {root!r})
+    import threading
     from detdistill.cli import main_guard
 
     @main_guard
@@ -588,7 +587,7 @@ def test_a_stuck_run_is_stopped_with_its_stacks_in_the_log(tmp_path):
     from bench.watch import run_watched
     log = str(tmp_path / 'train.log')
     with pytest.raises(RuntimeError, match='wrote nothing for 3 s'):
-        run_watched([sys.executable, '-c', _STUCK_CHILD.format(root=ROOT)],
+        run_watched([sys.executable, '-c', _STUCK_CHILD],
                     log, stall_s=3)
     text = open(log).read()
     assert text.startswith('started')
@@ -609,8 +608,8 @@ def test_a_stopped_benchmark_ends_its_children(tmp_path):
         STOP.set()
     threading.Thread(target=stop_once_started, daemon=True).start()
     try:
-        code = run_watched([sys.executable, '-c', _STUCK_CHILD.format(
-            root=ROOT)], log, stall_s=600)
+        code = run_watched([sys.executable, '-c', _STUCK_CHILD], log,
+                           stall_s=600)
     finally:
         STOP.clear()
     assert code == 128 + signal.SIGTERM

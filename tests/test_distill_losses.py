@@ -2,9 +2,6 @@
 own DistillYOLOv3Loss, and the properties the distiller relies on
 (objectness gating, no gradient into the teacher, clear shape errors,
 registration with ppdet's workspace)."""
-import os
-import sys
-
 import numpy as np
 import paddle
 import pytest
@@ -12,10 +9,7 @@ import yaml
 from ppdet.core import workspace
 from ppdet.slim.distill_loss import DistillYOLOv3Loss
 
-# The package is imported from the repo root (not installed).
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from detdistill.distill.losses import (FineGrainedDistill, KLDistill,  # noqa: E402
-                                       L2Distill)
+from detdistill.distill.losses import FineGrainedDistill, KLDistill, L2Distill
 
 N, A, C, H, W = 2, 3, 4, 3, 3
 NO = 5 + C
@@ -28,8 +22,11 @@ def _pair(seed=0, dtype='float64'):
     return s.astype(dtype), t.astype(dtype)
 
 
-def _np(*xs):
-    return [x.astype(np.float64).reshape(N, A, NO, H, W) for x in xs]
+def _np(*xs, num_classes=C):
+    """[N, A*(5+C), H, W] -> float64 [N, A, 5+C, H, W]."""
+    no = 5 + num_classes
+    return [x.astype(np.float64).reshape(x.shape[0], x.shape[1] // no, no,
+                                         *x.shape[2:]) for x in xs]
 
 
 # ---- NumPy references (float64), written from the formulas ----
@@ -61,8 +58,8 @@ def ref_reg(s, t):
     return np.mean(box * _sig(t[:, :, 4]))
 
 
-def ref_fine(s, t, obj_target='hard'):
-    s, t = _np(s, t)
+def ref_fine(s, t, obj_target='hard', num_classes=C):
+    s, t = _np(s, t, num_classes=num_classes)
     gate = _sig(t[:, :, 4])
     cls = np.mean(_bce(s[:, :, 5:], _sig(t[:, :, 5:])) * gate[:, :, None])
     target = (t[:, :, 4] > 0).astype(np.float64) if obj_target == 'hard' \
@@ -77,8 +74,8 @@ def _bern_kl(so, to):
         (1 - pt) * (_log_sig(-to) - _log_sig(-so))
 
 
-def ref_kl(s, t, T, cls_form='softmax'):
-    s, t = _np(s, t)
+def ref_kl(s, t, T, cls_form='softmax', num_classes=C):
+    s, t = _np(s, t, num_classes=num_classes)
     gate = _sig(t[:, :, 4])
     if cls_form == 'softmax':
         lt = _log_softmax(t[:, :, 5:] / T, 2)

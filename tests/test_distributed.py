@@ -1,8 +1,10 @@
 """Data-parallel training as users start it on several GPUs, here with two
 CPU processes: `python -m paddle.distributed.launch --nproc_per_node 2` on
 the real train and distill CLIs. Gradients are all-reduced, so the ranks end
-with the same weights; each rank reads its own share of the data, so their
-BatchNorm statistics (computed locally) differ."""
+with the same weights; each rank reads its own share of the data (labeled
+and unlabeled images), so their BatchNorm statistics (computed locally)
+differ."""
+import json
 import os
 import subprocess
 import sys
@@ -68,8 +70,7 @@ def test_two_processes_train_in_sync(demo_voc, tmp_path, tool):
 
 
 _RANK1_FAILS = textwrap.dedent('''
-    import os, sys
-    sys.path[:0] = [{root!r}]
+    import os
     import detdistill  # noqa
     import ppdet.data.transform as T
     from ppdet.data.transform.operators import BaseOperator, register_op
@@ -106,7 +107,7 @@ def test_one_failing_rank_ends_the_whole_job(demo_voc, tmp_path):
     forever. Paddle's launcher sees the failure and stops rank 0 (SIGTERM,
     then SIGKILL after 30 s), so the job ends with an error."""
     script = tmp_path / 'worker.py'
-    script.write_text(_RANK1_FAILS.format(root=ROOT, cfg=STUDENT, opts=tiny_opts(
+    script.write_text(_RANK1_FAILS.format(cfg=STUDENT, opts=tiny_opts(
         demo_voc, str(tmp_path / 'out'), epoch=5)))
     r = run_tool(['-m', 'paddle.distributed.launch', '--nproc_per_node', '2',
                   '--log_dir', str(tmp_path / 'log'), str(script)], 240)
@@ -115,3 +116,27 @@ def test_one_failing_rank_ends_the_whole_job(demo_voc, tmp_path):
         (tmp_path / 'log').glob('workerlog.*'))]
     assert 'ValueError: rank 1 cannot read its tenth image' in logs[1]
     assert 'step: 3 ' not in logs[0]  # rank 0 never finished a third step
+
+
+def test_two_processes_shard_the_unlabeled_stream(demo_voc, tmp_path,
+                                                  teacher_weights,
+                                                  unlabeled_list):
+    save = str(tmp_path / 'out')
+    ranks, logs = _launch(tmp_path, 'distill', [
+        '-c', STUDENT, '-t', TEACHER, '--teacher_pretrained', teacher_weights,
+        '--unlabeled_list', unlabeled_list, '-o'] +
+        tiny_opts(demo_voc, save, 1, distill_loss_weight=0.01,
+                  unlabeled_batch_size=2))
+    r0, r1 = ranks
+    for k in r0:  # all-reduced gradients, unlabeled term included
+        if not k.endswith(('_mean', '_variance')):
+            np.testing.assert_allclose(r0[k].numpy(), r1[k].numpy(),
+                                       atol=1e-6, err_msg=k)
+    assert '[   4/4] step: 4' in logs and 'distill_loss_unlabeled' in logs
+    # 8 unlabeled images, 2 per rank and step: each rank reads its own half
+    streams = [json.load(open(str(tmp_path / 'ranks' / 'unlabeled{}.json'
+                                  .format(r)))) for r in (0, 1)]
+    assert [len(s) for s in streams] == [4, 4]
+    for step in (0, 2):  # one unlabeled epoch = 2 steps: all 8, once
+        seen = sum(streams[0][step:step + 2] + streams[1][step:step + 2], [])
+        assert sorted(seen) == list(range(8))

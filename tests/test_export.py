@@ -15,7 +15,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from conftest import ROOT, STUDENT, TEACHER, tiny_opts
+from conftest import ROOT, STUDENT, TEACHER, script, tiny_opts
 from detdistill.errors import ExportCheckError
 from detdistill.config import build_model, load_config
 from detdistill.deploy.layers import DeployYOLOv3
@@ -48,7 +48,7 @@ def _test_images(demo_voc):
 def trained(demo_voc, tmp_path_factory):
     """Student and teacher weights after one epoch (8 steps) on the demo
     data: BatchNorm statistics and head outputs of a trained model."""
-    import train
+    train = script('tools/train.py')
     out = str(tmp_path_factory.mktemp('trained'))
     weights = {}
     for name, cfg in (('student', STUDENT), ('teacher', TEACHER)):
@@ -67,7 +67,7 @@ def _detector(config, weights, *opts):
 
 
 def _export(config, weights, out, *flags, opts=()):
-    import export_model
+    export_model = script('tools/export_model.py')
     return export_model.main(['-c', config, '--output_dir', out] +
                              list(flags) + ['-o', 'weights=' + weights] +
                              list(opts))
@@ -126,6 +126,28 @@ def test_exported_model_detects_as_dygraph(demo_voc, trained, exported,
                                            atol=BOX_ATOL)
 
 
+def _assert_raw_outputs_are_dygraphs(model_dir, backend, detector, images):
+    """An --exclude_nms export's boxes and scores on `images` are the
+    dygraph model's (DeployYOLOv3, what export traces) within the check's
+    tolerance; returns the exported model and its feed."""
+    model = ExportedDetector(model_dir, backend)
+    feed = model.preprocess(images)
+    boxes, scores = model.run(feed)
+    n = len(images)
+    assert boxes.shape == (n, 1575, 4)  # 3 anchors x (5² + 10² + 20²)
+    assert scores.shape == (n, 6, 1575)
+    with paddle.no_grad():
+        ref_boxes, ref_scores = [t.numpy() for t in DeployYOLOv3(
+            detector, False)(*[paddle.to_tensor(feed[k]) for k in (
+                'image', 'im_shape', 'scale_factor')])]
+    np.testing.assert_allclose(scores, ref_scores, rtol=0, atol=SCORE_ATOL)
+    kept = (ref_scores > 0).any(1)  # YOLOBox zeroes the rest
+    assert kept.sum() > 100
+    np.testing.assert_allclose(boxes[kept], ref_boxes[kept], rtol=0,
+                               atol=BOX_ATOL)
+    return model, feed
+
+
 def test_exclude_nms_outputs_and_host_nms(demo_voc, trained, tmp_path):
     model_dir = _export(STUDENT, trained['student'], str(tmp_path),
                         '--exclude_nms', '--onnx', opts=_opts(demo_voc))
@@ -138,21 +160,8 @@ def test_exclude_nms_outputs_and_host_nms(demo_voc, trained, tmp_path):
     images = _test_images(demo_voc)
     cfg, detector = _detector(STUDENT, trained['student'], *_opts(demo_voc))
     for backend in ('paddle', 'onnxruntime'):
-        model = ExportedDetector(model_dir, backend)
-        feed = model.preprocess(images)
-        boxes, scores = model.run(feed)
-        assert boxes.shape == (8, 1575, 4)  # 3 anchors x (5² + 10² + 20²)
-        assert scores.shape == (8, 6, 1575)
-        with paddle.no_grad():
-            ref_boxes, ref_scores = [t.numpy() for t in DeployYOLOv3(
-                detector, False)(*[paddle.to_tensor(feed[k]) for k in (
-                    'image', 'im_shape', 'scale_factor')])]
-        np.testing.assert_allclose(scores, ref_scores, rtol=0,
-                                   atol=SCORE_ATOL)
-        kept = (ref_scores > 0).any(1)  # YOLOBox zeroes the rest
-        assert kept.sum() > 100
-        np.testing.assert_allclose(boxes[kept], ref_boxes[kept], rtol=0,
-                                   atol=BOX_ATOL)
+        model, feed = _assert_raw_outputs_are_dygraphs(model_dir, backend,
+                                                       detector, images)
         # NMS on the host gives dygraph's detections
         with paddle.no_grad():
             ref = detector({k: paddle.to_tensor(v) for k, v in feed.items()})
@@ -169,8 +178,8 @@ def test_exclude_nms_outputs_and_host_nms(demo_voc, trained, tmp_path):
 
 def test_infer_and_eval_with_model_dir(demo_voc, trained, exported,
                                        tmp_path):
-    import eval as eval_tool
-    import infer
+    eval_tool = script('tools/eval.py')
+    infer = script('tools/infer.py')
     image = _test_images(demo_voc)[0]
     drawn = {}
     for mode, args in (
@@ -304,9 +313,13 @@ def test_export_leaves_installed_packages_unchanged(trained, demo_voc,
         _opts(demo_voc), cwd=ROOT, env=env, capture_output=True, text=True,
         timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    assert os.path.isfile(tmp_path / 'yolov3_mobilenet_v1_demo' /
-                          'model.onnx')
     assert _installed() == before
+    # what it wrote is the trained student, in ONNX too: the conversion
+    # whose dependencies the variable would have installed did run
+    model_dir = str(tmp_path / 'yolov3_mobilenet_v1_demo')
+    _, detector = _detector(STUDENT, trained['student'], *_opts(demo_voc))
+    _assert_raw_outputs_are_dygraphs(model_dir, 'onnxruntime', detector,
+                                     _test_images(demo_voc))
 
 
 def test_comparisons_excuse_threshold_flips_only():
@@ -354,16 +367,47 @@ def test_comparisons_excuse_threshold_flips_only():
     assert any('kept by one side only' in p for p in problems)
 
 
-def test_speed_table_rows(demo_voc, exported):
-    from bench.deploy_speed import measure_speed
+def test_speed_table_rows(demo_voc, exported, monkeypatch):
+    """bench/deploy_speed.py's table of the exported models, recomputed here
+    from the timings it was made of (each timed call recorded): per backend
+    and batch, a calibration call of each model, then per round one timed
+    call of each; img/s the median over rounds of batch / seconds, the
+    ratio the median per-round ratio to the reference (the last model)."""
+    import statistics
+    from bench import deploy_speed
+    timed = []
+    time_runs = deploy_speed.time_runs
+
+    def recorded(runner, data, repeats):
+        seconds = time_runs(runner, data, repeats)
+        timed.append((repeats, seconds))
+        return seconds
+    monkeypatch.setattr(deploy_speed, 'time_runs', recorded)
     model = ExportedDetector(exported['student'])
     feed = model.preprocess(_test_images(demo_voc)[:3])
-    rows = measure_speed(exported, feed, threads=(1,), batches=(1, 4),
-                         rounds=2, min_seconds=0.01, log=lambda *a: None)
+    rows = deploy_speed.measure_speed(exported, feed, threads=(1,),
+                                      batches=(1, 4), rounds=2,
+                                      min_seconds=0.01, log=lambda *a: None)
     assert [(r['backend'], r['threads'], r['batch']) for r in rows] == [
         ('paddle', 1, 1), ('paddle', 1, 4), ('onnxruntime', 1, 1),
         ('onnxruntime', 1, 4)]
-    for r in rows:
-        assert r['ratio']['teacher'] == 1.0  # the reference: the last model
-        for name in ('student', 'teacher'):
-            assert len(r['rounds'][name]) == 2 and r['ips'][name] > 0
+    names = list(exported)
+    assert names == ['student', 'teacher']
+    calls = len(names) * (1 + 2)
+    assert len(timed) == len(rows) * calls
+    for i, r in enumerate(rows):
+        calibration = timed[i * calls:i * calls + len(names)]
+        rounds = timed[i * calls + len(names):(i + 1) * calls]
+        assert [n for n, _ in calibration] == [2, 2]
+        repeats = [max(2, int(0.01 / max(sec, 1e-6)))
+                   for _, sec in calibration]
+        ips = {name: [] for name in names}
+        for j, (n, sec) in enumerate(rounds):
+            assert n == repeats[j % len(names)]
+            ips[names[j % len(names)]].append(r['batch'] / sec)
+        for name in names:
+            assert r['rounds'][name] == [round(x, 2) for x in ips[name]]
+            assert r['ips'][name] == statistics.median(ips[name])
+            assert r['ratio'][name] == statistics.median(
+                a / b for a, b in zip(ips[name], ips['teacher']))
+        assert r['ratio']['teacher'] == 1.0

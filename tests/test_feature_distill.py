@@ -15,7 +15,7 @@ from ppdet.slim.distill_loss import (CWDFeatureLoss, FGDFeatureLoss,
                                      MGDFeatureLoss)
 
 from conftest import (ROOT, STUDENT, TEACHER, assert_resume_is_exact,
-                      run_tool, tiny_opts)
+                      run_tool, script, tiny_opts)
 from detdistill.config import build_model, load_config
 from detdistill.distill.connectors import Connector
 from detdistill.distill.distiller import build_distiller
@@ -497,13 +497,11 @@ def test_several_losses_each_with_its_weight(demo_voc, tmp_path,
 # ---- training, checkpoints, resume, export ----
 
 def _train(*args):
-    import train
-    return train.main(list(args))
+    return script('tools/train.py').main(list(args))
 
 
 def _distill(*args):
-    import distill
-    return distill.main(list(args))
+    return script('slim/distillation/distill.py').main(list(args))
 
 
 @pytest.fixture(scope='module')

@@ -8,7 +8,7 @@ import os
 import paddle
 import pytest
 
-from conftest import (STUDENT, TEACHER, assert_resume_is_exact,
+from conftest import (STUDENT, TEACHER, assert_resume_is_exact, script,
                       distiller_and_batch, evaluate_independently, tiny_opts)
 from detdistill.errors import ConfigError
 
@@ -16,8 +16,8 @@ RUN = 'yolov3_mobilenet_v1_demo'
 
 
 def _tool(name):
-    import importlib
-    return importlib.import_module(name)
+    return script({'train': 'tools/train.py',
+                   'distill': 'slim/distillation/distill.py'}[name])
 
 
 @pytest.fixture(scope='module')

@@ -17,7 +17,7 @@ import numpy as np
 import paddle
 import pytest
 
-from conftest import ROOT, STUDENT, TEACHER, tiny_opts
+from conftest import ROOT, STUDENT, TEACHER, script, tiny_opts
 from loopback import http_server  # noqa: F401  (a fixture)
 from detdistill.errors import WeightsFileError, WeightsMismatchError
 from detdistill.config import build_model, load_config
@@ -251,7 +251,7 @@ def test_a_swapped_statistic_changes_the_outputs(zoo, tmp_path):
 
 def test_convert_tool_writes_a_pdparams_that_loads_anywhere(zoo, tmp_path,
                                                            capsys):
-    import convert_weights
+    convert_weights = script('tools/convert_weights.py')
     src = _tar(zoo['r34'] / 'vars', tmp_path / 'yolov3_r34_voc.tar',
                'yolov3_r34_voc')
     out = str(tmp_path / 'teacher.pdparams')
@@ -462,9 +462,9 @@ def test_the_blogs_distill_command_and_eval_take_0_5_archives(
     """distill.py --teacher_pretrained URL-to-a-0.5-tar, as the seeds' blog
     post runs it; tools/eval.py -o weights=0.5-tar evaluates exactly as the
     converted .pdparams does."""
-    import convert_weights
-    import eval as eval_tool
-    import distill
+    convert_weights = script('tools/convert_weights.py')
+    eval_tool = script('tools/eval.py')
+    distill = script('slim/distillation/distill.py')
     srv, root, base = http_server
     _tar(zoo['r34'] / 'vars', root / 'yolov3_r34_voc.tar', 'yolov3_r34_voc')
     monkeypatch.setenv('DETDISTILL_CACHE', str(tmp_path / 'cache'))

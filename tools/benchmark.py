@@ -4,8 +4,6 @@ python tools/benchmark.py [--profile PROFILE] [--methods ...|sweep]
                           [--seeds 0,1] [--out DIR] [--jobs N]
                           [--report_only] [-o k=v ...]
 """
-import _path  # noqa: F401
-
 from bench.cli import main
 
 if __name__ == '__main__':

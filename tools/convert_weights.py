@@ -10,8 +10,6 @@ tensor of SRC must be used (optimizer state aside): the fit
 --teacher_pretrained needs. The report is printed; FILE loads anywhere a
 .pdparams does (-o weights=, --pretrained, --teacher_pretrained).
 """
-import _path  # noqa: F401
-
 from detdistill.cli import ArgsParser, main_guard
 from detdistill.config import build_model, load_config
 from detdistill.engine.checkpoint import atomic_save

@@ -3,8 +3,6 @@ and area, per-class AP). An exported model on the config's EvalDataset:
 python tools/eval.py -c CFG --model_dir DIR [--backend paddle|onnxruntime]"""
 import json
 
-import _path  # noqa: F401
-
 from detdistill.cli import ArgsParser, main_guard
 from detdistill.config import load_config
 from detdistill.engine import Trainer

@@ -7,8 +7,6 @@ images and compared with the dygraph model before the export counts as done.
 """
 import os
 
-import _path  # noqa: F401
-
 from detdistill.cli import ArgsParser, load_detector, main_guard
 from detdistill.deploy.export import export
 from detdistill.infer import list_images

@@ -7,8 +7,6 @@ python tools/infer.py --model_dir output_inference/CFG_NAME
 """
 import os
 
-import _path  # noqa: F401
-
 from detdistill.cli import ArgsParser, load_detector, main_guard
 from detdistill.infer import draw_detections, list_images, predict
 from detdistill.fileio import read_label_list

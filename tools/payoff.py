@@ -16,7 +16,6 @@ import argparse
 import os
 import sys
 
-import _path  # noqa: F401
 
 from bench.payoff import payoff_profile, run_payoff
 from detdistill.cli import main_guard

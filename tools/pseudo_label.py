@@ -6,8 +6,6 @@ python tools/pseudo_label.py -c TEACHER_CFG -o weights=W --infer_dir DIR
 Writes ANNOTATIONS/<image name>.xml for every image of DIR; class names come
 from the label list of the config's TestDataset (anno_path).
 """
-import _path  # noqa: F401
-
 from detdistill.cli import ArgsParser, load_detector, main_guard
 from detdistill.fileio import read_label_list
 from detdistill.infer import list_images

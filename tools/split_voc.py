@@ -9,8 +9,6 @@ trainval.txt, test.txt, label_list.txt (and unlabeled.txt) in DATASET_DIR.
 import argparse
 import sys
 
-import _path  # noqa: F401
-
 from detdistill.data.voc import VOCDataError, format_summary, split_voc
 
 

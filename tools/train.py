@@ -1,7 +1,5 @@
 """Train a detector: python tools/train.py -c CFG [--eval] [-r CKPT] [-o k=v]
 [--pretrained W] [--use_vdl --vdl_log_dir DIR]"""
-import _path  # noqa: F401
-
 from detdistill.cli import TrainArgsParser, main_guard, run_training
 from detdistill.config import load_config
 from detdistill.distill.settings import distill_settings

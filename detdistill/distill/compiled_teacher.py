@@ -4,8 +4,8 @@ The teacher is frozen and in eval mode, so its forward is pure inference:
 backbone, neck and the YOLO head's output convolutions, stopping there (no
 decoding, no NMS). Eager Paddle runs its CPU convolutions without oneDNN;
 Paddle Inference with oneDNN ran this forward in about a quarter of the
-eager time on the project's CPU (benchmark/TEACHER_SPEED.md), which
-`paddle.jit.to_static` alone did not (0.94-0.96x: same kernels).
+eager time on the project's CPU (results/TEACHER_SPEED.md: 0.24x and
+0.27x), which `paddle.jit.to_static` alone did not (same kernels).
 
 Two things in Paddle 3.3.1's oneDNN path fail on a YOLOv3 and are worked
 around: `conv_activation_onednn_fuse_pass` segfaults on leaky_relu's float64

@@ -14,22 +14,16 @@ PaddleDetection); the others are the student's. The teacher may be of
 another head family (a GFL teacher for a YOLOv3 student, and back) when
 the Distill block distils features: it reads the student's batches.
 """
-import os
-import sys
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                '..', '..'))
-
-from detdistill.cli import TrainArgsParser, main_guard, run_training  # noqa: E402
-from detdistill.config import build_model, load_config, shared_overrides  # noqa: E402
-from detdistill.distill.distiller import build_distill_trainer  # noqa: E402
-from detdistill.engine import build_detector, set_device  # noqa: E402
-from detdistill.engine.callbacks import EpochNote  # noqa: E402
-from detdistill.errors import ConfigError  # noqa: E402
-from detdistill.distill.settings import distill_settings  # noqa: E402
-from detdistill.distill.teacher_check import check_teacher  # noqa: E402
-from detdistill.weights import load_weights, resolve_weights  # noqa: E402
-from paddle.distributed import get_rank  # noqa: E402
+from detdistill.cli import TrainArgsParser, main_guard, run_training
+from detdistill.config import build_model, load_config, shared_overrides
+from detdistill.distill.distiller import build_distill_trainer
+from detdistill.distill.settings import distill_settings
+from detdistill.distill.teacher_check import check_teacher
+from detdistill.engine import build_detector, set_device
+from detdistill.engine.callbacks import EpochNote
+from detdistill.errors import ConfigError
+from detdistill.weights import load_weights, resolve_weights
+from paddle.distributed import get_rank
 
 
 def parse_args(argv=None):

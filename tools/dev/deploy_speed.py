@@ -12,8 +12,6 @@ import json
 import os
 import sys
 
-import _path  # noqa: F401
-
 from bench.deploy_speed import format_report, run_deploy_speed
 from detdistill.fileio import atomic_write
 

@@ -7,7 +7,6 @@ python tools/dev/docs_tables.py [--check]
 import argparse
 import sys
 
-import _path  # noqa: F401
 
 from bench.docs_tables import rewrite, stale_blocks
 

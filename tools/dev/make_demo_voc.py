@@ -8,8 +8,6 @@ import argparse
 import sys
 import time
 
-import _path  # noqa: F401
-
 from detdistill.data.demo import DATA_PROFILES, dataset_digest, make_demo_voc
 from detdistill.data.voc import VOCDataError, format_summary
 

@@ -20,8 +20,6 @@ import json
 import os
 import sys
 
-import _path  # noqa: F401
-
 from bench import peers, speedups
 from bench.catalogue import catalogue
 

@@ -16,8 +16,6 @@ import statistics
 import tempfile
 import time
 
-import _path  # noqa: F401
-
 from detdistill.data.voc import validate_voc_list
 
 
