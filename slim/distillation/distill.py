@@ -14,6 +14,8 @@ PaddleDetection); the others are the student's. The teacher may be of
 another head family (a GFL teacher for a YOLOv3 student, and back) when
 the Distill block distils features: it reads the student's batches.
 """
+import os
+
 from detdistill.cli import TrainArgsParser, main_guard, run_training
 from detdistill.config import build_model, load_config, shared_overrides
 from detdistill.distill.distiller import build_distill_trainer
