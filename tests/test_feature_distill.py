@@ -50,13 +50,20 @@ def _softmax(z, axis):
     return e / e.sum(axis=axis, keepdims=True)
 
 
+def _log_softmax(z, axis):
+    z = z - z.max(axis=axis, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=axis, keepdims=True))
+
+
 def ref_cwd(s, t, T):
     """Shu et al. 2021, eq. 4, averaged over the batch: T^2 / C sum_c
     sum_i phi(t)_ci log(phi(t)_ci / phi(s)_ci), phi a softmax over H x W."""
     n, c, h, w = s.shape
-    ps = _softmax(s.reshape(n, c, h * w).astype('float64') / T, 2)
-    pt = _softmax(t.reshape(n, c, h * w).astype('float64') / T, 2)
-    return T * T * np.sum(pt * np.log(pt / ps)) / (n * c)
+    log_ps = _log_softmax(s.reshape(n, c, h * w).astype('float64') / T, 2)
+    log_pt = _log_softmax(t.reshape(n, c, h * w).astype('float64') / T, 2)
+    # log(pt / ps) from the log-softmaxes: a location whose probability
+    # underflows to 0 adds 0, not 0 x log 0
+    return T * T * np.sum(np.exp(log_pt) * (log_pt - log_ps)) / (n * c)
 
 
 def ref_pkd(s, t):
@@ -85,6 +92,23 @@ def conv2d(x, weight, bias, pad):
 
 def _p(param):
     return param.numpy().astype('float64')
+
+
+def ref_connector(conn, x):
+    """A Connector's output on `x` [N, C, H, W] in float64 (its 1x1 conv,
+    BatchNorm in training mode: batch statistics, ReLU), at the same size."""
+    x = x.astype('float64')
+    if conn.conv is None:
+        return x
+    x = conv2d(x, _p(conn.conv.weight), None if conn.conv.bias is None
+               else _p(conn.conv.bias), 0)
+    if conn.bn is not None:
+        mean, var = x.mean(axis=(0, 2, 3), keepdims=True), \
+            x.var(axis=(0, 2, 3), keepdims=True)
+        x = (x - mean) / np.sqrt(var + conn.bn._epsilon) * _p(
+            conn.bn.weight)[None, :, None, None] + _p(conn.bn.bias)[
+                None, :, None, None]
+    return np.maximum(x, 0) if conn.relu else x
 
 
 def ref_mgd(s, t, keep, generation):
@@ -506,16 +530,17 @@ def _distill(*args):
 
 @pytest.fixture(scope='module')
 def runs(demo_voc, gfl_teacher, tmp_path_factory):
-    """One epoch (8 steps) of the YOLOv3 student: trained alone, and
-    distilled from the GFL teacher (cross-family) with CWD (connectors with
-    BatchNorm) and MGD (generation blocks) on the FPN levels."""
+    """The YOLOv3 student trained alone for one epoch (8 steps), and
+    distilled for two (every step logged) from the GFL teacher
+    (cross-family) with CWD (connectors with BatchNorm) and MGD (generation
+    blocks) on the FPN levels."""
     out = str(tmp_path_factory.mktemp('runs'))
     _train('-c', STUDENT, '-o', *tiny_opts(demo_voc, out + '/plain', 1))
     trainer = _distill(
         '-c', STUDENT, '-t', GFL_TEACHER, '--teacher_pretrained',
-        gfl_teacher, '-o', *tiny_opts(demo_voc, out + '/feat', 1, distill={
+        gfl_teacher, '-o', *tiny_opts(demo_voc, out + '/feat', 2, distill={
             'losses.cwd.weight': 5., 'losses.cwd.connector.bn': True,
-            'losses.mgd.weight': 'auto'}))
+            'losses.mgd.weight': 'auto'}, log_iter=1))
     return {'plain': os.path.join(out, 'plain', RUN),
             'feat': os.path.join(out, 'feat', RUN), 'trainer': trainer}
 
@@ -530,13 +555,59 @@ def test_gfl_teacher_distils_a_yolov3_student(runs):
     with open(os.path.join(runs['feat'], 'history.jsonl')) as f:
         logged = [json.loads(line) for line in f]
     steps = [r for r in logged if r['kind'] == 'train']
-    assert [r['step'] for r in steps] == [2, 4, 6, 8]
+    assert [r['step'] for r in steps] == list(range(1, 17))
     for r in steps:
-        for k in ('distill_cwd_cwd', 'distill_mgd_mgd', 'det_loss'):
-            assert np.isfinite(r[k]) and r[k] > 0, (k, r)
         # the auto weight: MGD's term is the detection loss
         assert r['distill_mgd_mgd'] == pytest.approx(r['det_loss'],
                                                      rel=1e-4)
+    # Step 9, the first of epoch 1, recomputed from checkpoint 0 (the
+    # student in its .pdparams, connectors and generation blocks in its
+    # .pdopt) on the epoch's first batch, with NumPy references: CWD
+    # through the BN connectors, and MGD through its connectors and
+    # generation blocks with the masks the step drew (the first draws after
+    # the epoch's seed: the batch draws none from Paddle's generator).
+    trainer = runs['trainer']
+    ckpt = os.path.join(runs['feat'], '0')
+    d.student.set_state_dict(paddle.load(ckpt + '.pdparams'))
+    d.extra.set_state_dict(paddle.load(ckpt + '.pdopt')['extra'])
+    d.train()
+    batch = next(iter(trainer._epoch_batches(1)))
+    cwd, mgd = d.losses
+    assert (cwd.name, mgd.name) == ('cwd', 'mgd')
+    with paddle.no_grad():
+        s_out = d.student_outputs(batch)
+        t_out = d.teacher.outputs(batch)
+        keeps = [(paddle.rand([t_out[t].shape[0], 1, *t_out[t].shape[2:]])
+                  >= mgd.module.mask_ratio).numpy().astype('float64')
+                 for _, t in mgd.pairs]
+    for keep in keeps:
+        assert 0 < keep.mean() < 1
+    again = next(iter(trainer._epoch_batches(1)))  # the seed, the masks
+    np.testing.assert_array_equal(again['image'].numpy(),
+                                  batch['image'].numpy())
+    with paddle.no_grad():
+        out = d(again)
+    det = float(out['det_loss'])
+    want_cwd = sum(ref_cwd(ref_connector(c, s_out[s].numpy()),
+                           t_out[t].numpy(), 1.)
+                   for (s, t), c in zip(cwd.pairs, cwd.connectors))
+    raw_mgd = sum(ref_mgd(ref_connector(c, s_out[s].numpy()),
+                          t_out[t].numpy().astype('float64'), keep,
+                          block.generation)
+                  for (s, t), c, keep, block in zip(
+                      mgd.pairs, mgd.connectors, keeps, mgd.module.blocks))
+    assert float(out['distill_cwd_cwd']) == pytest.approx(5 * want_cwd,
+                                                          rel=1e-4)
+    assert float(out['distill_mgd_weight']) == pytest.approx(det / raw_mgd,
+                                                             rel=1e-4)
+    assert float(out['distill_loss']) == pytest.approx(5 * want_cwd + det,
+                                                       rel=1e-4)
+    step9 = steps[8]
+    assert step9['step'] == 9
+    for k in ('loss', 'det_loss', 'distill_loss', 'distill_cwd_cwd',
+              'distill_mgd_mgd', 'distill_mgd_weight', 'loss_xy', 'loss_wh',
+              'loss_obj', 'loss_cls'):
+        assert step9[k] == pytest.approx(float(out[k]), rel=1e-5), k
     # the teacher check evaluated the GFL teacher with its own config
     with open(os.path.join(runs['feat'], 'teacher_check.json')) as f:
         assert 'teacher_mAP' in json.load(f)
@@ -662,31 +733,66 @@ def test_checkpoints_without_connectors_still_resume(runs, demo_voc,
 def test_yolov3_teacher_distils_a_gfl_student(demo_voc, tmp_path,
                                               teacher_weights):
     """The other direction: the YOLOv3 teacher's neck levels into the GFL
-    student's FPN, with FGD (boxes from the GFL targets) and PKD."""
+    student's FPN, with FGD (boxes from the GFL targets) and PKD. Step 9,
+    the first of epoch 1, recomputed from checkpoint 0 with the NumPy
+    references, equals what the run logged."""
     trainer = _distill('-c', GFL_STUDENT, '-t', TEACHER,
                        '--teacher_pretrained', teacher_weights, '-o',
-                       *tiny_opts(demo_voc, str(tmp_path), 1, distill={
+                       *tiny_opts(demo_voc, str(tmp_path), 2, distill={
                            'losses.fgd.weight': 1.,
                            'losses.pkd.weight': 2.,
-                           'check.enabled': False}))
+                           'check.enabled': False}, log_iter=1))
     d = trainer.model
-    assert [p for p in d.losses[0].pairs] == [
+    fgd, pkd = d.losses
+    assert (fgd.name, pkd.name) == ('fgd', 'pkd')
+    assert fgd.pairs == pkd.pairs == [
         ('neck.fpn_res3_sum', 'neck.yolo_block.2.tip'),
         ('neck.fpn_res4_sum', 'neck.yolo_block.1.tip'),
         ('neck.fpn_res5_sum', 'neck.yolo_block.0.tip')]
-    assert [c.teacher_channels for c in d.losses[0].connectors] == [
-        64, 128, 256]
+    assert [c.teacher_channels for c in fgd.connectors] == [64, 128, 256]
     run = os.path.join(str(tmp_path), 'gfl_r18_demo')
     with open(os.path.join(run, 'history.jsonl')) as f:
         steps = [json.loads(line) for line in f if '"train"' in line]
-    assert len(steps) == 4
-    for r in steps:
-        for k in ('distill_fgd_fg', 'distill_fgd_bg', 'distill_fgd_attention',
-                  'distill_fgd_global', 'distill_pkd_pkd', 'loss_qfl'):
-            assert np.isfinite(r[k]) and r[k] > 0, (k, r)
+    assert [r['step'] for r in steps] == list(range(1, 17))
     weights = paddle.load(os.path.join(run, 'model_final.pdparams'))
     assert list(weights) == list(build_model(load_config(
         GFL_STUDENT)).state_dict())
+    ckpt = os.path.join(run, '0')
+    d.student.set_state_dict(paddle.load(ckpt + '.pdparams'))
+    d.extra.set_state_dict(paddle.load(ckpt + '.pdopt')['extra'])
+    d.train()
+    batch = next(iter(trainer._epoch_batches(1)))
+    with paddle.no_grad():
+        s_out = d.student_outputs(batch)
+        t_out = d.teacher.outputs(batch)
+        out = d(batch)
+    boxes = gt_boxes(batch, 6)
+    assert sum(len(b) for b in boxes) > 0
+    image_hw = batch['image'].shape[2:]
+    want = {'fg': 0., 'bg': 0., 'attention': 0., 'global': 0., 'pkd': 0.}
+    for i, (s, t) in enumerate(fgd.pairs):
+        t_map = t_out[t].numpy().astype('float64')
+        ref = ref_fgd(ref_connector(fgd.connectors[i], s_out[s].numpy()),
+                      t_map, boxes, image_hw, fgd.module.blocks[i], 0.5,
+                      (1e-3, 5e-4, 1e-3, 5e-6))
+        for k, v in ref.items():
+            want[k] += v
+        want['pkd'] += 2 * ref_pkd(ref_connector(pkd.connectors[i],
+                                                 s_out[s].numpy()), t_map)
+    for k in ('fg', 'bg', 'attention', 'global'):
+        assert float(out['distill_fgd_' + k]) == pytest.approx(
+            want[k], rel=1e-4), k
+    assert float(out['distill_pkd_pkd']) == pytest.approx(want['pkd'],
+                                                          rel=1e-4)
+    assert float(out['distill_loss']) == pytest.approx(sum(want.values()),
+                                                       rel=1e-4)
+    step9 = steps[8]
+    keys = ['loss', 'det_loss', 'distill_loss', 'distill_pkd_pkd'] + [
+        'distill_fgd_' + k for k in ('fg', 'bg', 'attention', 'global')] + [
+        k for k in out if k.startswith('loss_')]
+    assert 'loss_qfl' in keys
+    for k in keys:
+        assert step9[k] == pytest.approx(float(out[k]), rel=1e-5), k
 
 
 def test_teachers_must_detect_the_same_classes(demo_voc, tmp_path,
@@ -726,4 +832,10 @@ def test_compiled_teacher_with_neck_pairs(demo_voc, tmp_path,
     assert 'Teacher forward stays eager: the teacher has no yolo_head ' \
         '(not a ppdet YOLOv3)' in log_lines
     d.train()
-    assert np.isfinite(float(d(batch)['distill_cwd']))
+    with paddle.no_grad():
+        out = d(batch)
+        s_out, t_out = d.student_outputs(batch), d.teacher.outputs(batch)
+    (cwd,) = d.losses
+    assert float(out['distill_cwd']) == pytest.approx(5 * sum(
+        ref_cwd(ref_connector(c, s_out[s].numpy()), t_out[t].numpy(), 1.)
+        for (s, t), c in zip(cwd.pairs, cwd.connectors)), rel=1e-4)
