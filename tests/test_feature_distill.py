@@ -545,8 +545,15 @@ def runs(demo_voc, gfl_teacher, tmp_path_factory):
             'feat': os.path.join(out, 'feat', RUN), 'trainer': trainer}
 
 
-def test_gfl_teacher_distils_a_yolov3_student(runs):
+def test_gfl_teacher_distils_a_yolov3_student(runs, request):
     d = runs['trainer'].model
+    # the run's final state, back after this test (other tests read it)
+    final = [(layer, {k: v.numpy().copy() for k, v in
+                      layer.state_dict().items()})
+             for layer in (d.student, d.extra)]
+    request.addfinalizer(lambda: [layer.set_state_dict(
+        {k: paddle.to_tensor(v) for k, v in state.items()})
+        for layer, state in final])
     assert type(d.teacher.model).__name__ == 'GFL'
     assert [p for loss in d.losses for p in loss.pairs] == 2 * [
         ('neck.yolo_block.2.tip', 'neck.fpn_res3_sum'),
@@ -722,12 +729,27 @@ def test_checkpoints_without_connectors_still_resume(runs, demo_voc,
                  'losses.mgd.weight': 'auto', 'check.enabled': False}))
     assert [x for x in log_lines if 'holds no weights for the layers '
             'trained beside the detector' in x]
-    assert os.path.isfile(str(tmp_path / 'a' / RUN / 'model_final.pdopt'))
+
+    def resumed(run):
+        """The resumed run's logged steps and its final training state."""
+        with open(os.path.join(run, 'history.jsonl')) as f:
+            steps = [json.loads(line)['step'] for line in f
+                     if '"train"' in line]
+        return steps, paddle.load(os.path.join(run, 'model_final.pdopt'))
+    steps, training = resumed(str(tmp_path / 'a' / RUN))
+    assert steps == [10, 12, 14, 16] and training['state']['step'] == 16
+    # fresh connectors and generation blocks, trained from step 9 on
+    assert sorted(training['extra']) == sorted(
+        runs['trainer'].model.extra.state_dict())
     _train('-r', src, '-c', STUDENT, '-o',
            *tiny_opts(demo_voc, str(tmp_path / 'b'), 2))
     assert [x for x in log_lines if 'weights of layers trained beside the '
             'detector (e.g. distillation connectors) that this run does not '
             'have: not used' in x]
+    steps, training = resumed(str(tmp_path / 'b' / RUN))
+    assert steps == [10, 12, 14, 16] and training['state']['step'] == 16
+    assert 'extra' not in training and not any(
+        k.startswith('extra:') for k in training['optimizer'])
 
 
 def test_yolov3_teacher_distils_a_gfl_student(demo_voc, tmp_path,
