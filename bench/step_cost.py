@@ -114,7 +114,7 @@ class Distillation:
         """The library's trainer of this distiller (loader, optimizer)."""
         from detdistill.engine import Trainer
         return Trainer(cfg, 'train', model=self.model,
-                       detector=self.model.student)
+                       detector=self.model.student, extra=self.model.extra)
 
     @property
     def student(self):
@@ -136,11 +136,13 @@ class Distillation:
     def loss_only(self, batch):
         """A step of the distillation losses alone (forward + backward) on
         the teacher's outputs for `batch` and random student outputs of the
-        same shapes."""
+        student's shapes (a feature loss's connectors map them)."""
         import paddle
         t_out = self.model.teacher.outputs(batch)
-        pairs = [p for loss in self.model.losses for p in loss.pair_list()]
-        s_out = {s: paddle.randn(t_out[t].shape) for s, t in pairs}
+        with paddle.no_grad():
+            shapes = {k: v.shape for k, v in
+                      self.model.student_outputs(batch).items()}
+        s_out = {s: paddle.randn(shape) for s, shape in shapes.items()}
         for v in s_out.values():
             v.stop_gradient = False
 

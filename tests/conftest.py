@@ -67,7 +67,7 @@ def unlabeled_list(demo_voc, tmp_path):
 def tiny_opts(data_dir, save_dir, epoch=1, distill=None, **extra):
     """-o overrides: the demo configs on `data_dir`, batch 4, checkpoints
     under `save_dir`, a log line every 2 steps, an eager teacher (compiling
-    it costs a child process per run: tests/test_compiled_teacher.py turns
+    it costs a child process per run: tests/test_teacher_compiled.py turns
     it on); `distill`: Distill settings by their path in the block, e.g.
     {'losses.l2.weight': 0.01, 'teacher.cache': True}."""
     opts = {'TrainDataset.dataset_dir': data_dir,

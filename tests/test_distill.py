@@ -32,10 +32,10 @@ def _distiller(demo_voc, tmp_path, teacher_weights, *opts):
 
 
 def _reference_distill_loss(distiller, batch):
-    """distill_loss of `batch` from the float64 NumPy references of
-    tests/test_distill_losses.py, on the paired outputs of a separate
-    forward of each model (recorded by name): the entry's weight times the
-    components summed over the pairs."""
+    """The unweighted distillation loss of `batch` from the float64 NumPy
+    references of tests/test_distill_losses.py, on the paired outputs of a
+    separate forward of each model (recorded by name): the components
+    summed over the pairs."""
     from detdistill.distill.pairing import OutputRecorder
     from test_distill_losses import ref_fine, ref_kl, ref_l2
     loss = distiller.losses[0]
@@ -54,19 +54,19 @@ def _reference_distill_loss(distiller, batch):
                s, t, module.temperature, module.cls_form,
                num_classes=module.num_classes)}[loss.name]
     with np.errstate(over='ignore'):  # exp of large logits: inf, then 0
-        return loss.weight * sum(sum(ref(s_rec.outputs[s].numpy(),
-                                         t_rec.outputs[t].numpy()).values())
-                                 for s, t in loss.pairs)
+        return sum(sum(ref(s_rec.outputs[s].numpy(),
+                           t_rec.outputs[t].numpy()).values())
+                   for s, t in loss.pairs)
 
 
-@pytest.mark.parametrize('loss', ['l2', 'fine_grained', 'kl'])
+@pytest.mark.parametrize('loss,weight', [
+    ('l2', 'auto'), ('l2', 100), ('fine_grained', 1000), ('kl', 1000)])
 def test_teacher_is_frozen_and_only_student_learns(demo_voc, tmp_path,
-                                                   teacher_weights, loss):
-    # L2 at a fixed weight: with `auto` the term equals the detection loss
-    # by construction, which would not test the formula
+                                                   teacher_weights, loss,
+                                                   weight):
     cfg, distiller = _distiller(demo_voc, tmp_path, teacher_weights,
                                 'Distill.losses.{}.weight={}'.format(
-                                    loss, 100 if loss == 'l2' else 1000))
+                                    loss, weight))
     trainer = Trainer(cfg, model=distiller, detector=distiller.student)
     for _ in range(50):  # into the LR warmup, so updates are visible
         trainer.lr.step()
@@ -82,10 +82,16 @@ def test_teacher_is_frozen_and_only_student_learns(demo_voc, tmp_path,
     batches = iter(trainer.loader)
     for _ in range(3):
         batch = next(batches)
-        want = _reference_distill_loss(distiller, batch)
+        raw = _reference_distill_loss(distiller, batch)
         out = distiller(batch)
         assert {'loss', 'det_loss', 'distill_loss'} <= set(out)
-        assert float(out['distill_loss']) == pytest.approx(want, rel=1e-5)
+        weight = distiller.losses[0].weight
+        if weight == 'auto':  # L2: ratio x det_loss / the raw loss
+            weight = distiller.losses[0].ratio * float(out['det_loss']) / raw
+            assert float(out['distill_weight']) == pytest.approx(weight,
+                                                                 rel=1e-5)
+        assert float(out['distill_loss']) == pytest.approx(weight * raw,
+                                                           rel=1e-5)
         out['loss'].backward()
         assert all(p.grad is None for p in distiller.teacher.model.parameters())
         # every trainable student parameter gets a gradient

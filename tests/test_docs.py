@@ -41,12 +41,14 @@ def test_an_edited_number_is_caught(tmp_path):
 
 def test_the_readme_lists_every_distill_setting():
     """README's settings table names every key of the Distill block's
-    defaults (distill/settings.py DEFAULTS) and of a loss entry."""
-    from detdistill.distill.settings import DEFAULTS
+    defaults (distill/settings.py DEFAULTS) and of a loss entry (its
+    connector's too)."""
+    from detdistill.distill.settings import CONNECTOR, DEFAULTS
     text = open(os.path.join(ROOT, 'README.md')).read()
     keys = ['{}.{}'.format(section, k) for section, block in DEFAULTS.items()
             if block for k in block] + [
-        'losses.<name>.' + k for k in ('type', 'weight', 'ratio', 'pairs')]
-    assert len(keys) == 16
+        'losses.<name>.' + k for k in ('type', 'weight', 'ratio', 'pairs')] + [
+        'losses.<name>.connector.' + k for k in CONNECTOR]
+    assert len(keys) == 19
     missing = [k for k in keys if '`{}'.format(k) not in text]
     assert missing == []

@@ -197,7 +197,7 @@ def test_a_stop_signal_ends_the_run_and_it_resumes_exactly(
         os.path.join(out, 'model_final.pdparams')))
 
 
-# A stop signal that lands while the loader forks a worker: its handler runs
+# A stop signal that lands while the loader forks a worker: its handler ran
 # inside logging's at-fork hook, where exceptions are printed and ignored
 # ("Exception ignored in: _releaseLock"). Seen on a loaded machine: the run
 # went on to its end and exited 0. Here the hook is made to receive it.
@@ -229,7 +229,6 @@ def test_a_stop_signal_swallowed_in_a_fork_hook_still_stops_the_run(
     # two workers an epoch: the third fork is the second epoch's first
     r = run_tool([str(path), '-c', STUDENT, '-o'] + tiny_opts(
         demo_voc, save, EPOCHS, worker_num=2), TIMEOUT)
-    assert 'Exception ignored' in r.stderr, r.stderr[-3000:]
     assert r.returncode == 128 + signal.SIGTERM, \
         r.stdout[-3000:] + r.stderr[-3000:]
     assert 'Stopped by SIGTERM.' in r.stdout

@@ -147,6 +147,7 @@ class PrefetchLoader:
 
     # -- worker processes ---------------------------------------------------
     def _from_processes(self):
+        from ..engine.interrupt import deferred
         ctx = multiprocessing.get_context('fork')  # the dataset is not sent
         base_seed = int(np.random.randint(0, 2**31))  # after epoch seeding
         tasks = [ctx.Queue() for _ in range(self.workers)]
@@ -156,17 +157,29 @@ class PrefetchLoader:
                                   results, stop, base_seed, w, os.getpid()),
             daemon=True, name='detdistill-loader-{}'.format(w))
             for w in range(self.workers)]
-        for p in procs:
-            p.start()
-        # Results reach this process through a thread: a worker killed in
-        # the middle of a message would block a read for good, and only a
-        # helper thread, not the loop, may wait in a read without a bound.
-        inbox = queue.Queue()
-        threading.Thread(target=_forward, args=(results, inbox, stop),
-                         daemon=True, name='detdistill-loader-inbox').start()
-        order = iter(self.batch_sampler)
-        sent, done, waiting = 0, 0, {}
+        started = []
         try:
+            # A Ctrl-C or SIGTERM during the forks waits for their end: raised
+            # inside fork's own handlers (logging's lock release after a
+            # fork), it would be printed and ignored, and the run would go
+            # on; and a worker gets it (the whole process group does) before
+            # it ignores signals. Workers started before a stop are stopped
+            # by the `finally` (they ignore SIGTERM: none may be left for
+            # the interpreter's exit to wait on).
+            with deferred():
+                for p in procs:
+                    p.start()
+                    started.append(p)
+            # Results reach this process through a thread: a worker killed
+            # in the middle of a message would block a read for good, and
+            # only a helper thread, not the loop, may wait in a read without
+            # a bound.
+            inbox = queue.Queue()
+            threading.Thread(target=_forward, args=(results, inbox, stop),
+                             daemon=True,
+                             name='detdistill-loader-inbox').start()
+            order = iter(self.batch_sampler)
+            sent, done, waiting = 0, 0, {}
             def send():
                 nonlocal sent
                 indices = next(order, None)
@@ -191,7 +204,7 @@ class PrefetchLoader:
                 send()
                 yield _to_tensors(item)
         finally:
-            _stop_workers(procs, tasks + [results], stop)
+            _stop_workers(started, tasks + [results], stop)
 
 
 def _worker(dataset, collate_fn, tasks, results, stop, base_seed, worker,

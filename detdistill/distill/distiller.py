@@ -17,6 +17,12 @@ Its `forward(batch)` in training mode returns the trainer's loss dict:
                   steps (it trains nothing and costs ~5 % of a step)
 In eval mode it is the student, so evaluation and export see only the
 student.
+
+Feature losses (feature_losses.py) get a connector per pair
+(connectors.py), built here from a probe forward of both models, and may
+own trainable parts (MGD's generation blocks, FGD's GcBlocks). Both live
+in `extra`, which the trainer optimises with the student and saves in the
+checkpoint's .pdopt (never in the .pdparams: the student's alone).
 """
 import collections
 import difflib
@@ -30,9 +36,10 @@ from ..config import activate
 from ..engine.callbacks import LogOnly
 from ..errors import ConfigError, PairingError
 from ..logger import get_logger
+from .connectors import build_connector
 from .losses import DistillLoss
-from .pairing import (OutputRecorder, check_names, check_shapes,
-                      check_single_calls, describe_outputs)
+from .pairing import (PROBE_SIZE, OutputRecorder, check_names, check_shapes,
+                      check_single_calls, describe_outputs, probe_outputs)
 from .settings import LOSS_TYPES, distill_settings
 from .teacher import Teacher
 
@@ -43,13 +50,15 @@ logger = get_logger()
 
 
 class _Loss:
-    """A Distill.losses entry, built: its module and its pairs."""
+    """A Distill.losses entry, built: its module, its pairs, and (a feature
+    loss, once the distiller has built them) a connector per pair."""
 
     def __init__(self, entry, module, pairs):
         self.name, self.weight, self.ratio = entry.name, entry.weight, \
             entry.ratio
         self.module, self.pairs = module, pairs
         self.entry = entry
+        self.connectors = None
 
     def weight_for(self, raw, det):
         """The step's weight: the fixed one, or for `auto` ratio x det /
@@ -74,12 +83,21 @@ class Distiller(nn.Layer):
         self.student = student
         self.teacher = teacher  # a Teacher: not a sublayer, never trained
         self.losses = losses
-        self.modules = nn.LayerList([loss.module for loss in losses])
         self.unlabeled_weight = float(unlabeled_weight)
         pairs = [p for loss in losses for p in loss.pair_list()]
         self.student_names = list(dict.fromkeys(s for s, _ in pairs))
         check_names(student, self.student_names, 'the student')
         check_names(teacher.model, [t for _, t in pairs], 'the teacher')
+        _connect([loss for loss in losses if loss.module.connects], student,
+                 teacher.model)
+        # Trained and saved beside the student, never part of it: the
+        # connectors and the losses' own parameters.
+        self.extra = nn.LayerDict({
+            'connectors': nn.LayerDict({loss.name: loss.connectors
+                                        for loss in losses
+                                        if loss.connectors is not None}),
+            'losses': nn.LayerDict({loss.name: loss.module
+                                    for loss in losses})})
         self._checked = False
 
     def student_outputs(self, inputs):
@@ -134,7 +152,8 @@ class Distiller(nn.Layer):
 
     def raw_parts(self, s_out, t_out, inputs=None):
         """Per loss, its unweighted components on the recorded outputs."""
-        return [loss.module.components(loss.pairs, s_out, t_out, inputs)
+        return [loss.module.components(loss.pairs, s_out, t_out, inputs,
+                                       loss.connectors)
                 for loss in self.losses]
 
     def weighted_parts(self, raw, weights, scale=1.):
@@ -168,8 +187,9 @@ class Distiller(nn.Layer):
         if missing:
             raise PairingError('paired layers produced no output in the '
                                'forward: {}'.format(', '.join(missing)))
-        try:
-            check_shapes(pairs, s_out, t_out)
+        try:  # feature pairs: aligned by their connectors
+            check_shapes([p for loss in self.losses if not loss.module.connects
+                          for p in loss.pair_list()], s_out, t_out)
         except PairingError as e:
             raise PairingError('{}\n  student outputs: {}\n  teacher outputs: '
                                '{}'.format(e, '; '.join(describe_outputs(
@@ -179,11 +199,44 @@ class Distiller(nn.Layer):
         self._checked = True
 
 
-def _pairs(entry, module, student):
+def _connect(losses, student, teacher):
+    """Each feature loss's connectors and per-pair parts, from the channels
+    and sizes of a probe forward of both models: built before the trainer
+    builds its optimizer, which then trains them from the first step."""
+    if not losses:
+        return
+    s_out = probe_outputs(student, [s for loss in losses
+                                    for s, _ in loss.pairs])
+    t_out = probe_outputs(teacher, [t for loss in losses
+                                    for _, t in loss.pairs])
+    missing = [s for loss in losses for s, _ in loss.pairs
+               if s not in s_out] + [t for loss in losses
+                                     for _, t in loss.pairs if t not in t_out]
+    if missing:
+        raise PairingError('paired layers produced no output in the '
+                           'forward: {}'.format(', '.join(missing)))
+    for loss in losses:
+        connectors = []
+        for s, t in loss.pairs:
+            c = build_connector(s, s_out[s], t, t_out[t],
+                                loss.entry.connector)
+            connectors.append(c)
+            s_size, t_size = list(s_out[s].shape[2:]), list(t_out[t].shape[2:])
+            logger.info('  {}: {} [{} ch, stride {:g}] -> {} [{} ch, stride '
+                        '{:g}]: connector {}'.format(
+                            loss.name, s, s_out[s].shape[1],
+                            PROBE_SIZE / s_size[0], t, t_out[t].shape[1],
+                            PROBE_SIZE / t_size[0],
+                            c.describe(s_size, t_size)))
+        loss.connectors = nn.LayerList(connectors)
+        loss.module.build([int(t_out[t].shape[1]) for _, t in loss.pairs])
+
+
+def _pairs(entry, module, student, teacher):
     """The entry's pairs (config), else the loss's own, in the shape the
     loss takes: [[s, t], ...], or {group: [[s, t], ...]}."""
     pairs = entry.pairs if entry.pairs is not None else \
-        module.default_pairs(student)
+        module.default_pairs(student, teacher)
     where = 'Distill.losses.{}.pairs'.format(entry.name)
     if module.groups is None:
         if not isinstance(pairs, (list, tuple)) or not pairs:
@@ -207,10 +260,10 @@ def _pairs(entry, module, student):
     return out[None] if module.groups is None else out
 
 
-def build_losses(cfg, settings, student):
+def build_losses(cfg, settings, student, teacher):
     """The loss modules of `settings.losses` (DistillLoss classes registered
     with ppdet; options from the entry, num_classes from the config), with
-    their pairs."""
+    their pairs (defaults from both models)."""
     built = []
     registered = workspace.get_registered_modules()
     for entry in settings.losses:
@@ -235,7 +288,13 @@ def build_losses(cfg, settings, student):
             raise ConfigError('Distill.losses.{}: {} is not a DistillLoss '
                               '(detdistill/distill/losses.py)'.format(
                                   entry.name, entry.type))
-        built.append(_Loss(entry, module, _pairs(entry, module, student)))
+        if entry.connector_declared and not module.connects:
+            raise ConfigError(
+                '{}.connector: {} compares head outputs element by element '
+                'and takes no connector (feature losses do: mimic, cwd, pkd, '
+                'mgd, fgd)'.format(where, entry.type))
+        built.append(_Loss(entry, module, _pairs(entry, module, student,
+                                                 teacher)))
     return built
 
 
@@ -245,7 +304,7 @@ def build_distiller(cfg, student, teacher, settings=None):
     settings = settings or distill_settings(cfg)
     for notice in settings.notices:
         logger.warning(notice)
-    losses = build_losses(cfg, settings, student)
+    losses = build_losses(cfg, settings, student, teacher)
     for loss in losses:
         logger.info('Distillation: {} x {} on {} pairs ({})'.format(
             type(loss.module).__name__, loss.entry.describe_weight(),
@@ -266,11 +325,13 @@ def build_distiller(cfg, student, teacher, settings=None):
 def build_distill_trainer(cfg, student, teacher):
     """What distill.py trains: the distiller of `cfg`'s Distill block, the
     training loader (with the block's unlabeled images, if any) and a
-    Trainer that optimises, evaluates and saves the student alone."""
+    Trainer that evaluates and saves the student alone, and optimises it
+    with the distiller's `extra` layers (connectors), kept in the .pdopt."""
     from ..data.build import build_train_loader
     from ..engine import Trainer
     settings = distill_settings(cfg)
     distiller = build_distiller(cfg, student, teacher, settings)
     loader = build_train_loader(
         cfg, settings.unlabeled if settings.has_unlabeled else None)
-    return Trainer(cfg, model=distiller, detector=student, loader=loader)
+    return Trainer(cfg, model=distiller, detector=student, loader=loader,
+                   extra=distiller.extra)

@@ -1,4 +1,5 @@
-"""Distillation losses. Every loss is a DistillLoss (the interface the
+"""Distillation losses on head outputs (feature maps: feature_losses.py).
+Every loss is a DistillLoss (the interface the
 distiller uses, written down below): YOLOv3 head losses (L2, fine-grained,
 KL) compare one pair of head outputs at a time and return named, unweighted
 scalar components, which the distiller sums over pairs and multiplies by the
@@ -111,24 +112,38 @@ class DistillLoss(nn.Layer):
     each model and the batch; its pairs are then {group: [[s, t], ...]}.
     `needs_labels`: it reads the batch's ground truth, so unlabeled images
     cannot be distilled with it.
-    `default_pairs(student)`: the pairs used when the config names none.
+    `connects`: it compares feature maps (feature_losses.FeatureLoss): the
+    distiller puts a connector on each pair (connectors.py) and calls
+    `build(channels)` once, before training, with the teacher map's
+    channels per pair, for the loss's own trainable parts.
+    `default_pairs(student, teacher)`: the pairs used when the config names
+    none (the models, not the Teacher wrapper).
     `teacher_loss(teacher, outputs, inputs)`: the teacher's own detection
     loss from its recorded outputs ({name: tensor}), logged to show that
     the teacher is good on this data; None when the loss cannot tell.
     """
     groups = None
     needs_labels = False
+    connects = False
 
-    def default_pairs(self, student):
+    def default_pairs(self, student, teacher):
         raise PairingError('{} has no default pairs: name them in '
                            'Distill.losses.<name>.pairs'.format(
                                type(self).__name__))
 
+    def build(self, channels):
+        """Per-pair trainable parts, from the teacher maps' channels."""
+
     def teacher_loss(self, teacher, outputs, inputs):
         return None
 
-    def components(self, pairs, student_out, teacher_out, inputs):
-        """The loss's unweighted components on the recorded outputs."""
+    def components(self, pairs, student_out, teacher_out, inputs,
+                   connectors=None):
+        """The loss's unweighted components on the recorded outputs
+        (`connectors`: one per pair, for a loss that `connects`)."""
+        if connectors is not None:
+            raise ValueError('{} takes no connectors'.format(
+                type(self).__name__))
         if self.groups is None:
             parts = collections.OrderedDict()
             for s, t in pairs:
@@ -146,7 +161,7 @@ class YOLOv3LogitLoss(DistillLoss):
     output convolutions, which have the same names in every ppdet YOLOv3;
     the teacher's detection loss comes from its head."""
 
-    def default_pairs(self, student):
+    def default_pairs(self, student, teacher):
         return [tuple(p) for p in DEFAULT_PAIRS]
 
     def teacher_loss(self, teacher, outputs, inputs):
@@ -348,7 +363,7 @@ class LDDistill(DistillLoss):
     def temperature(self, value):
         self._temperature = _checked_temperature(value)
 
-    def default_pairs(self, student):
+    def default_pairs(self, student, teacher):
         """The GFL head's distribution and class outputs, level by level."""
         head = getattr(student, 'head', None)
         if head is None or not hasattr(head, 'gfl_head_cls'):
@@ -429,7 +444,7 @@ class LDDistill(DistillLoss):
     def teacher_loss(self, teacher, outputs, inputs):
         """The teacher's GFL detection loss from its recorded outputs (the
         raw head outputs a training forward would return)."""
-        names = self.default_pairs(teacher)
+        names = self.default_pairs(teacher, teacher)
         if any(t not in outputs for g in names.values() for _, t in g):
             return None
         reg = [outputs[t] for _, t in names['reg']]

@@ -3,8 +3,9 @@ sublayer names, captured with forward hooks (MMRazor's recorders, by name).
 
 The default pairs are the YOLO head's raw output convolutions, which have the
 same names in every ppdet YOLOv3 (a loss may name its own: `LDDistill`'s are
-the GFL head's). A config can name others as
-`distill_pairs: [[student_name, teacher_name], ...]`.
+the GFL head's; a feature loss's are the necks' outputs, paired by stride,
+`neck_levels`). A config can name others as
+`Distill.losses.<name>.pairs: [[student_name, teacher_name], ...]`.
 
 A layer that runs several times in one forward (a GFL head's classifier is
 one convolution shared by every pyramid level) is named per call:
@@ -23,11 +24,16 @@ from paddle import nn
 
 from ..errors import PairingError
 
-__all__ = ['DEFAULT_PAIRS', 'PairingError', 'OutputRecorder', 'check_names',
-           'check_shapes', 'check_single_calls', 'describe_outputs',
-           'split_name']
+__all__ = ['DEFAULT_PAIRS', 'PROBE_SIZE', 'PairingError', 'OutputRecorder',
+           'check_names', 'check_shapes', 'check_single_calls',
+           'describe_outputs', 'split_name', 'probe_outputs', 'neck_levels',
+           'pairs_by_stride']
 
 DEFAULT_PAIRS = [('yolo_head.yolo_output.{}'.format(i),) * 2 for i in range(3)]
+# The side of the blank image whose forward tells the paired maps' channels
+# and strides before training: a multiple of 128, the largest stride of
+# common pyramids.
+PROBE_SIZE = 256
 
 
 class _Done(Exception):
@@ -142,3 +148,63 @@ def check_shapes(pairs, student_out, teacher_out):
             'paired outputs differ in shape (student vs teacher): {}. The '
             'teacher and student need the same anchors, classes and strides '
             'for logit distillation.'.format('; '.join(bad)))
+
+
+def probe_outputs(model, names, size=PROBE_SIZE):
+    """{name: output} of an eval-mode forward of `model` on one blank
+    `size` x `size` image, stopped after the last name: no gradient, no
+    BatchNorm statistics updated, no random numbers drawn."""
+    inputs = {'image': paddle.zeros([1, 3, size, size]),
+              'im_shape': paddle.to_tensor([[size, size]], 'float32'),
+              'scale_factor': paddle.ones([1, 2], 'float32')}
+    was_training = model.training
+    model.eval()
+    try:
+        with paddle.no_grad(), OutputRecorder(model, names,
+                                              stop_when_done=True) as rec:
+            model(inputs)
+    finally:
+        if was_training:
+            model.train()
+    return rec.outputs
+
+
+def neck_levels(model, role):
+    """{stride: name of the layer that outputs the neck's map at that
+    stride}, deepest level last: ppdet's FPN (GFL, FCOS, RetinaNet: its
+    `fpn_convs`, strides from `spatial_scales`) and the YOLOv3 necks
+    (YOLOv3FPN, ScaledYOLOv3FPN: each `yolo_block`'s `tip`, whose output is
+    the level's map, strides from the head's loss `downsample`, default
+    32, 16, 8). PairingError for another neck: name the pairs."""
+    neck = getattr(model, 'neck', None)
+    names = {id(layer): 'neck.' + n for n, layer in
+             (neck.named_sublayers() if neck is not None else [])}
+    if hasattr(neck, 'fpn_convs') and hasattr(neck, 'spatial_scales'):
+        levels = {int(round(1. / s)): names[id(conv)] for s, conv in
+                  zip(neck.spatial_scales, neck.fpn_convs)}
+    elif hasattr(neck, 'yolo_blocks'):
+        loss = getattr(getattr(model, 'yolo_head', None), 'loss', None)
+        strides = list(getattr(loss, 'downsample', [32, 16, 8]))
+        levels = {stride: names[id(block.tip)] for stride, block in
+                  zip(strides, neck.yolo_blocks)}
+    else:
+        raise PairingError(
+            '{} has a neck ({}) whose levels are not known here (ppdet FPN '
+            'and the YOLOv3 necks are): name the feature pairs in '
+            'Distill.losses.<name>.pairs'.format(role, type(neck).__name__))
+    return dict(sorted(levels.items()))
+
+
+def pairs_by_stride(student, teacher):
+    """[(student layer, teacher layer)] of the neck levels both models have
+    at the same stride, finest first: a GFL teacher's FPN pairs with a
+    YOLOv3 student's neck (and back) as well as with another GFL's."""
+    s, t = neck_levels(student, 'the student'), neck_levels(teacher,
+                                                            'the teacher')
+    common = [stride for stride in s if stride in t]
+    if not common:
+        raise PairingError(
+            'the student\'s neck has strides {} and the teacher\'s {}: no '
+            'level to pair; name the pairs in Distill.losses.<name>.pairs'
+            .format(sorted(s), sorted(t)))
+    return [(s[stride], t[stride]) for stride in common]

@@ -3,8 +3,9 @@
     Distill:
       losses:                  # one entry per loss, under a name of your
         l2:                    # choice; `type` defaults to that name
-          type: l2             # l2 | fine_grained | kl | ld | a registered
-                               # loss class
+          type: l2             # l2 | fine_grained | kl | ld (head outputs),
+                               # mimic | cwd | pkd | mgd | fgd (features),
+                               # or a registered loss class
           weight: auto         # a number, or auto: weighed so that the
                                # term equals `ratio` x the detection loss
           ratio: 1.0           # (auto only) default 1
@@ -14,6 +15,15 @@
                                # loss's own (a GFL loss: {reg: [...], cls:
                                # [...]})
           obj_target: soft     # any other key: an option of the loss class
+        cwd:                   # a feature loss: by default the necks'
+          weight: 5            # outputs, paired by stride (teacher of
+          temperature: 1.0     # another head family included)
+          connector:           # feature losses only: the student's map ->
+            bn: false          # the teacher's channels (1x1 conv, + BN,
+            relu: false        # + ReLU) where they differ, and its size
+            interpolation: bilinear  # (bilinear | nearest) where it
+                               # differs; trained with the student, saved
+                               # in the .pdopt, never in the .pdparams
       teacher:
         compile: auto          # Paddle Inference + oneDNN forward on CPU
         cache: auto            # one forward per distinct training image
@@ -31,6 +41,10 @@
                                # output folder, or weights), to compare with
         margin: 1.0            # warn below this many mAP points of margin
 
+Several entries are summed, each with its own weight, e.g. L2 on the head
+outputs plus CWD on the neck's: `losses: {l2: {weight: auto}, cwd:
+{weight: 5}}`.
+
 Without `losses` the run distils with L2 (`use_fine_grained_loss: true`,
 PaddleDetection's own switch, picks the fine-grained loss instead). From
 the command line: `-o Distill.losses.l2.weight=10`,
@@ -47,7 +61,7 @@ import difflib
 from ..errors import ConfigError
 
 __all__ = ['DEFAULTS', 'LOSS_TYPES', 'DEFAULT_WEIGHTS', 'DEPRECATED',
-           'LossEntry', 'DistillSettings', 'distill_settings',
+           'CONNECTOR', 'LossEntry', 'DistillSettings', 'distill_settings',
            'loss_class_name']
 
 # Every setting and its default; `losses: None` means the default loss.
@@ -61,18 +75,27 @@ DEFAULTS = {
 }
 DEFAULT_LOSS = 'l2'
 LOSS_TYPES = {'l2': 'L2Distill', 'fine_grained': 'FineGrainedDistill',
-              'kl': 'KLDistill', 'ld': 'LDDistill'}
+              'kl': 'KLDistill', 'ld': 'LDDistill', 'mimic': 'MimicDistill',
+              'cwd': 'CWDDistill', 'pkd': 'PKDDistill', 'mgd': 'MGDDistill',
+              'fgd': 'FGDDistill'}
 # L2 weighs itself against the detection loss (`auto`): a constant weight
 # that suits one dataset drowned the detection loss on another and left the
 # student below normal training (README, results). Fine-grained keeps
 # PaddleDetection's DistillYOLOv3Loss weight, 1000, so that the blog's
 # `use_fine_grained_loss: true` means what it meant; KL takes that weight
 # too (its terms are means over the same cells). PaddleDetection's VOC L2
-# recipe is `weight: 100`. Other losses: 1 (LDDistill weighs its components
-# itself).
+# recipe is `weight: 100`. The feature losses weigh themselves too: their
+# sizes span orders of magnitude with the maps' channels and sizes (MGD sums
+# over C x H x W: its paper's weight is 2e-5), so no constant suits every
+# model. Other losses: 1 (LDDistill weighs its components itself).
 DEFAULT_WEIGHTS = {'L2Distill': 'auto', 'FineGrainedDistill': 1000.,
-                   'KLDistill': 1000.}
+                   'KLDistill': 1000., 'MimicDistill': 'auto',
+                   'CWDDistill': 'auto', 'PKDDistill': 'auto',
+                   'MGDDistill': 'auto', 'FGDDistill': 'auto'}
 DEFAULT_RATIO = 1.0
+# A feature loss entry's `connector:` (connectors.py).
+CONNECTOR = {'bn': False, 'relu': False, 'interpolation': 'bilinear'}
+INTERPOLATIONS = ('bilinear', 'nearest')
 PRECISIONS = ('float32', 'float16', 'bfloat16')
 # flat key of earlier versions -> its place in the Distill block; the loss
 # keys go to the one loss entry (ambiguous with several: an error)
@@ -100,17 +123,23 @@ def loss_class_name(type_):
 class LossEntry:
     """One entry of `Distill.losses`: its name (a prefix of its logged
     components when there are several), the loss class name, the weight (a
-    float, or 'auto' with its `ratio`), the pairs (None: the loss's own)
-    and the class's options."""
+    float, or 'auto' with its `ratio`), the pairs (None: the loss's own),
+    the class's options, and the connector options (every key of
+    CONNECTOR; `connector_declared`: the entry has a `connector` key, an
+    error for a loss without connectors)."""
 
-    def __init__(self, name, type_, weight, pairs, options, ratio=None):
+    def __init__(self, name, type_, weight, pairs, options, ratio=None,
+                 connector=None, connector_declared=False):
         self.name, self.type, self.weight = name, type_, weight
         self.pairs, self.options, self.ratio = pairs, options, ratio
+        self.connector = dict(CONNECTOR, **(connector or {}))
+        self.connector_declared = connector_declared
 
     def __repr__(self):
-        return 'LossEntry({!r}, {}, weight={}, pairs={}, options={})'.format(
-            self.name, self.type, self.describe_weight(), self.pairs,
-            self.options)
+        return ('LossEntry({!r}, {}, weight={}, pairs={}, options={}, '
+                'connector={})'.format(self.name, self.type,
+                                       self.describe_weight(), self.pairs,
+                                       self.options, self.connector))
 
     def describe_weight(self):
         if self.weight == 'auto':
@@ -214,10 +243,34 @@ def _entries(losses):
         else:
             weight = float(weight)
         pairs = entry.pop('pairs', None)
-        out.append(LossEntry(name, type_, weight, pairs, entry, ratio))
+        declared = 'connector' in entry
+        connector = _connector(entry.pop('connector', None), name)
+        out.append(LossEntry(name, type_, weight, pairs, entry, ratio,
+                             connector, declared))
     if not out:
         raise ConfigError('Distill.losses is empty: list at least one loss')
     return out
+
+
+def _connector(block, name):
+    """An entry's `connector:` over CONNECTOR, checked."""
+    where = 'Distill.losses.{}.connector'.format(name)
+    if block is None:
+        block = {}
+    if not isinstance(block, dict):
+        raise ConfigError('{} must be a mapping (bn, relu, interpolation), '
+                          'got {!r}'.format(where, block))
+    _check_known(block, CONNECTOR, where)
+    c = dict(CONNECTOR, **block)
+    for key in ('bn', 'relu'):
+        if c[key] not in (True, False):
+            raise ConfigError('{}.{} must be true or false, got {!r}'.format(
+                where, key, c[key]))
+    if c['interpolation'] not in INTERPOLATIONS:
+        raise ConfigError('{}.interpolation must be one of {}, got {!r}'
+                          .format(where, ', '.join(INTERPOLATIONS),
+                                  c['interpolation']))
+    return c
 
 
 def _teacher(block):

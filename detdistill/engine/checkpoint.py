@@ -5,8 +5,9 @@ Layout follows PaddleDetection (`<prefix>.pdparams` + `<prefix>.pdopt`), so
 `.pdparams` holds only the detector's weights (for distillation: the student's;
 with EMA: the averaged weights) so it evaluates and exports like any model.
 `.pdopt` holds everything else training needs to continue exactly: optimizer
-and LR schedule, position, and the sha256 of the `.pdparams` it was saved
-with.
+and LR schedule, position, layers trained beside the detector (`extra`: a
+distillation's connectors, under `extra`, their optimizer state under
+`extra:<name>`), and the sha256 of the `.pdparams` it was saved with.
 
 Both files are written to temporary names and fsynced first, then renamed:
 a kill leaves the previous pair or the new one, except in the instant between
@@ -144,15 +145,23 @@ def _rename_accumulators(opt_state, mapping):
     return out
 
 
-def _structured(model):
-    return {p.name: n for n, p in model.named_parameters()}
+EXTRA = 'extra:'  # a prefix no parameter's structured name has
 
 
-def optimizer_state(optimizer, model):
-    """The optimizer's state under `model`'s structured parameter names."""
-    return _rename_accumulators(optimizer.state_dict(), _structured(model))
+def _structured(model, extra=None):
+    names = {p.name: n for n, p in model.named_parameters()}
+    if extra is not None:
+        names.update({p.name: EXTRA + n for n, p in extra.named_parameters()})
+    return names
 
 
-def restore_optimizer(optimizer, model, saved):
-    back = {v: k for k, v in _structured(model).items()}
+def optimizer_state(optimizer, model, extra=None):
+    """The optimizer's state under `model`'s structured parameter names
+    (and `extra`'s, prefixed `extra:`)."""
+    return _rename_accumulators(optimizer.state_dict(),
+                                _structured(model, extra))
+
+
+def restore_optimizer(optimizer, model, saved, extra=None):
+    back = {v: k for k, v in _structured(model, extra).items()}
     optimizer.set_state_dict(_rename_accumulators(saved, back))

@@ -13,6 +13,7 @@ import time
 
 import paddle
 import paddle.distributed as dist
+from paddle import nn
 from ppdet.core.workspace import create
 
 from ..config import activate, build_model
@@ -54,11 +55,14 @@ class Trainer:
     config's architecture. In training, `model(batch)` supplies the loss dict
     (default: the detector; distill.py passes its Distiller) and `loader`
     the batches (default: the config's TrainReader); the detector is what is
-    optimised, evaluated and saved.
+    optimised, evaluated and saved. `extra`: layers trained beside the
+    detector but not part of it (a distiller's connectors): the optimizer
+    trains them too, and the checkpoint's .pdopt holds them (the .pdparams
+    stays the detector's alone, as evaluation and export expect).
     """
 
     def __init__(self, cfg, mode='train', model=None, detector=None,
-                 loader=None):
+                 loader=None, extra=None):
         self.cfg = cfg
         self.mode = mode
         self.use_gpu = 'gpu' in str(paddle.get_device())
@@ -68,14 +72,16 @@ class Trainer:
         self.nranks, self.rank = dist.get_world_size(), dist.get_rank()
         self.model = model if model is not None else build_detector(cfg)
         self.detector = detector if detector is not None else self.model
+        self.extra = extra
         if mode == 'train':
             self.loader = loader if loader is not None else \
                 build_train_loader(cfg)
             self.steps_per_epoch = len(self.loader)
             with activate(cfg):
                 self.lr = create('LearningRate')(self.steps_per_epoch)
-                self.optimizer = create('OptimizerBuilder')(self.lr,
-                                                            self.detector)
+                self.optimizer = create('OptimizerBuilder')(
+                    self.lr, self.detector if extra is None else
+                    nn.LayerList([self.detector, extra]))
             self._setup_training_extras()
         self._eval_loader = None
         self.callbacks = []
@@ -132,8 +138,10 @@ class Trainer:
         averaged weights are what evaluates and exports, and the raw weights
         travel in the training state."""
         training = {'optimizer': optimizer_state(self.optimizer,
-                                                 self.detector),
+                                                 self.detector, self.extra),
                     'state': dict(self.state)}
+        if self.extra is not None:
+            training['extra'] = self.extra.state_dict()
         weights = self.detector.state_dict()
         if self.ema is not None:
             training['model'] = weights
@@ -162,8 +170,9 @@ class Trainer:
                     strip_ext(prefix), 'with' if 'ema' in training else
                     'without', self.ema is not None))
         _set_exactly(self.detector, training.get('model', weights), prefix)
+        self._restore_extra(training, prefix)
         restore_optimizer(self.optimizer, self.detector,
-                          training['optimizer'])
+                          training['optimizer'], self.extra)
         if self.ema is not None:
             e = training['ema']
             self.ema.resume(e['state_dict'], e['step'])
@@ -185,6 +194,26 @@ class Trainer:
         self.state.update(training['state'])
         logger.info('Resumed from {}: epoch {}, step {}'.format(
             prefix, self.state['epoch'], self.state['step']))
+
+    def _restore_extra(self, training, prefix):
+        saved = training.get('extra')
+        if self.extra is None:
+            if saved:
+                logger.warning('{}.pdopt holds {} weights of layers trained '
+                               'beside the detector (e.g. distillation '
+                               'connectors) that this run does not have: '
+                               'not used'.format(strip_ext(prefix),
+                                                 len(saved)))
+        elif saved is None:
+            if self.extra.state_dict():
+                logger.warning('{}.pdopt holds no weights for the layers '
+                               'trained beside the detector (saved by a run '
+                               'without them): they start afresh'.format(
+                                   strip_ext(prefix)))
+        else:
+            _set_exactly(self.extra, saved, prefix, (
+                '.pdopt\'s extra layers', 'this run\'s (e.g. distillation '
+                'connectors)'))
 
     def train(self, validate=False):
         cfg = self.cfg
@@ -349,15 +378,15 @@ def _first_non_finite(model):
     return None
 
 
-def _set_exactly(model, weights, prefix):
+def _set_exactly(model, weights, prefix, what=('.pdparams', 'the model')):
     """Resume needs every weight: names and shapes must equal the model's."""
     own = model.state_dict()
     bad = sorted(set(own) ^ set(weights)) + sorted(
         k for k in set(own) & set(weights)
         if list(own[k].shape) != list(weights[k].shape))
     if bad:
-        raise CheckpointError('{}.pdparams does not match the model: {} '
-                              'keys differ, e.g. {}'.format(
-                                  strip_ext(prefix), len(bad),
-                                  ', '.join(bad[:5])))
+        raise CheckpointError('{} does not match {}: {} keys differ, e.g. '
+                              '{}'.format(strip_ext(prefix) + what[0],
+                                          what[1], len(bad),
+                                          ', '.join(bad[:5])))
     model.set_state_dict(weights)

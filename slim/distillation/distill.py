@@ -10,7 +10,9 @@ config: same -o overrides, outputs, checkpoints and evaluation. The
 distillation settings are the student config's Distill block
 (detdistill/distill/settings.py), e.g. -o Distill.losses.l2.weight=10. Of
 the -o overrides, num_classes applies to the teacher too (one global key in
-PaddleDetection); the others are the student's.
+PaddleDetection); the others are the student's. The teacher may be of
+another head family (a GFL teacher for a YOLOv3 student, and back) when
+the Distill block distils features: it reads the student's batches.
 """
 import os
 
@@ -21,6 +23,7 @@ from detdistill.distill.settings import distill_settings
 from detdistill.distill.teacher_check import check_teacher
 from detdistill.engine import build_detector, set_device
 from detdistill.engine.callbacks import EpochNote
+from detdistill.errors import ConfigError
 from detdistill.weights import load_weights, resolve_weights
 from paddle.distributed import get_rank
 
@@ -70,8 +73,15 @@ def main(argv=None):
     cfg = load_config(args.config, args.opt + _flag_overrides(args))
     set_device(cfg)
     student = build_detector(cfg)  # the baseline's initialisation
-    teacher = build_model(load_config(args.teacher_config,
-                                      shared_overrides(args.opt)))
+    teacher_cfg = load_config(args.teacher_config, shared_overrides(args.opt))
+    if teacher_cfg.get('num_classes') != cfg.get('num_classes'):
+        raise ConfigError(
+            'the teacher config {} has num_classes {} and the student config '
+            '{} has {}: they must detect the same classes (-o num_classes=N '
+            'sets both)'.format(args.teacher_config,
+                                teacher_cfg.get('num_classes'), args.config,
+                                cfg.get('num_classes')))
+    teacher = build_model(teacher_cfg)
     weights = resolve_weights(args.teacher_pretrained)
     load_weights(teacher, weights)
     check = distill_settings(cfg).check
