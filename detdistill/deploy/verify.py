@@ -279,7 +279,7 @@ def check_export(model_dir, detector, images=None, backends=('paddle',),
         raise ExportCheckError(
             '{}: exported model differs from the dygraph model beyond the '
             'tolerance ({}):\n  {}'.format(model_dir, '; '.join(
-                '{}: scores {:g}, boxes {:g} x image size'.format(
+                '{} scores {:g}, boxes {:g} x image size'.format(
                     b, *tolerances.get(b, (SCORE_ATOL, BOX_RTOL)))
                 for b in backends), '\n  '.join(failures)))
     return report
