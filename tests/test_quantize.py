@@ -194,6 +194,9 @@ def test_bad_inputs_are_named(demo_voc, float_student, tmp_path, log_lines):
            ['weights=' + float_student],
            'QuantizationError: calibration asks for 33 images but the '
            'training list trainval.txt has 32')
+    qat = ['-c', STUDENT, '--mode', 'qat', '-t', TEACHER, '-o'] + \
+        tiny_opts(demo_voc, str(tmp_path)) + ['weights=' + float_student]
+    _fails(log_lines, qat, 'QuantizationError: -t needs --teacher_pretrained')
     # an INT8 checkpoint is not a float student
     int8 = _ptq(demo_voc, str(tmp_path / 'q'), float_student, 2)
     _fails(log_lines, base + ['weights=' + int8],
