@@ -23,7 +23,7 @@ import paddle
 from paddle import nn
 
 from ..errors import QuantizationError
-from .qdq import QMAX, Int8Conv2D, _replace_sublayers, rebind_lists
+from .qdq import QMAX, QMIN, Int8Conv2D, _replace_sublayers, rebind_lists
 
 __all__ = ['quant_config', 'prepare', 'quanted_convs', 'convert']
 
@@ -106,8 +106,10 @@ def convert(float_model, qmodel):
         conv = layers[name]
         w = conv.weight
         s = w_scale.reshape([-1] + [1] * (len(w.shape) - 1))
-        # q_w * s_w in float32: what DequantizeLinear computes
-        q_w = paddle.clip(paddle.round(w / s), -QMAX - 1, QMAX)
+        # q_w * s_w in float32: what DequantizeLinear computes. The int8
+        # values are stored in the ONNX model as they are, so the rounding
+        # rule here (ties away from zero) needs no ONNX counterpart.
+        q_w = paddle.clip(paddle.round(w / s), QMIN, QMAX)
         conv.weight.set_value(q_w * s)
         ids[id(conv)] = Int8Conv2D(conv, act.reshape([1]), w_scale)
     _replace_sublayers(model, lambda l: id(l) in ids, lambda l: ids[id(l)])
