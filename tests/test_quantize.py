@@ -176,6 +176,18 @@ def test_qat_resume_is_exact(demo_voc, float_student, tmp_path):
         'backbone.conv1._conv'], Int8Conv2D)
 
 
+def test_qat_with_the_big_teacher(demo_voc, float_student, teacher_weights,
+                                  tmp_path, log_lines):
+    out = _quantize(demo_voc, str(tmp_path), float_student, '--mode', 'qat',
+                    '-t', TEACHER, '--teacher_pretrained', teacher_weights,
+                    extra=['LearningRate.base_lr=0.0001'])
+    assert out == str(tmp_path / (RUN + '_qat') / 'int8.pdparams')
+    assert 'QAT teacher: the float student itself' not in log_lines
+    assert any(line.startswith('Distillation: L2Distill') for line in
+               log_lines)
+    assert len(int8_convs(_int8(out, demo_voc))) == N_CONVS
+
+
 def _fails(log_lines, argv, expected):
     with pytest.raises(SystemExit) as e:
         script('tools/quantize.py').main(argv)
