@@ -197,6 +197,48 @@ def test_a_stop_signal_ends_the_run_and_it_resumes_exactly(
         os.path.join(out, 'model_final.pdparams')))
 
 
+# A stop signal that lands while the loader forks a worker: its handler runs
+# inside logging's at-fork hook, where exceptions are printed and ignored
+# ("Exception ignored in: _releaseLock"). Seen on a loaded machine: the run
+# went on to its end and exited 0. Here the hook is made to receive it.
+_SIGNAL_IN_FORK_HOOK = textwrap.dedent('''
+    import os, signal, sys
+    sys.argv[0] = {script!r}
+    forks = [0]
+
+    def hook():  # in the parent, after the second epoch's workers fork
+        forks[0] += 1
+        if forks[0] == {nth}:
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(10000):  # the handler runs here, in the hook
+                pass
+
+    os.register_at_fork(after_in_parent=hook)
+    import runpy
+    runpy.run_path({script!r}, run_name='__main__')
+''')
+
+
+def test_a_stop_signal_swallowed_in_a_fork_hook_still_stops_the_run(
+        demo_voc, tmp_path):
+    save = str(tmp_path / 'run')
+    out = os.path.join(save, RUN)
+    path = tmp_path / 'run.py'
+    path.write_text(_SIGNAL_IN_FORK_HOOK.format(
+        script=os.path.join(ROOT, 'tools/train.py'), nth=3))
+    # two workers an epoch: the third fork is the second epoch's first
+    r = run_tool([str(path), '-c', STUDENT, '-o'] + tiny_opts(
+        demo_voc, save, EPOCHS, worker_num=2), TIMEOUT)
+    assert 'Exception ignored' in r.stderr, r.stderr[-3000:]
+    assert r.returncode == 128 + signal.SIGTERM, \
+        r.stdout[-3000:] + r.stderr[-3000:]
+    assert 'Stopped by SIGTERM.' in r.stdout
+    # stopped at the second epoch's first step: the first epoch is saved
+    assert _saved_epochs(out) == [0]
+    assert not os.path.exists(os.path.join(out, 'model_final.pdparams'))
+    _no_leftovers(out)
+
+
 @pytest.mark.parametrize('tool', ['train', 'distill'])
 def test_a_killed_run_resumes_to_the_uninterrupted_weights(
         demo_voc, tmp_path, teacher_weights, uninterrupted, tool):

@@ -15,9 +15,13 @@ import signal
 import sys
 import threading
 
-__all__ = ['Interrupted', 'installed', 'deferred']
+__all__ = ['Interrupted', 'installed', 'deferred', 'check']
 
-_pending = []  # signals that arrived inside `deferred` blocks
+# Stop signals received in the `installed` block. Kept after the handler
+# raises: its exception is lost when the signal lands in code that ignores
+# exceptions (logging's at-fork hook, run while a loader worker is forked,
+# printed as "Exception ignored in _releaseLock"); `check` raises it again.
+_pending = []
 _depth = 0
 
 
@@ -35,10 +39,17 @@ class Interrupted(KeyboardInterrupt):
 
 
 def _handler(signum, frame):
-    if _depth:
-        _pending.append(signum)
-        return
-    raise Interrupted(signum)
+    _pending.append(signum)
+    if not _depth:
+        raise Interrupted(signum)
+
+
+def check():
+    """Raise `Interrupted` if a stop signal arrived in the `installed`
+    block: the step loops call it at every step, so a signal whose exception
+    was swallowed still ends the run."""
+    if _pending and not _depth:
+        raise Interrupted(_pending[0])
 
 
 @contextlib.contextmanager
@@ -49,6 +60,7 @@ def installed():
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    del _pending[:]
     saved = {s: signal.signal(s, _handler)
              for s in (signal.SIGINT, signal.SIGTERM)}
     try:  # needs a real stderr (pytest's capture has none) and POSIX
@@ -61,6 +73,7 @@ def installed():
     finally:
         for s, h in saved.items():
             signal.signal(s, h)
+        del _pending[:]
 
 
 @contextlib.contextmanager
@@ -73,7 +86,4 @@ def deferred():
         yield
     finally:
         _depth -= 1
-        if not _depth and _pending:
-            signum = _pending[0]
-            del _pending[:]
-            raise Interrupted(signum)
+        check()

@@ -21,6 +21,7 @@ from ..errors import CheckpointError, ConfigError, NonFiniteLossError
 from ..fileio import read_label_list
 from ..logger import get_logger
 from ..seeding import epoch_seed, run_seed, seed_everything
+from . import interrupt
 from .callbacks import LogOnly
 from .checkpoint import (load_checkpoint, optimizer_state,
                          restore_optimizer, strip_ext)
@@ -201,6 +202,7 @@ class Trainer:
             self.model.train()
             tic = time.time()
             for i, data in enumerate(self._epoch_batches(epoch)):
+                interrupt.check()
                 data_time = time.time() - tic
                 outputs = self._forward(model, data)
                 loss = outputs['loss']
@@ -308,6 +310,7 @@ class Trainer:
         try:
             with paddle.no_grad():
                 for data in loader:
+                    interrupt.check()
                     evaluator.update(data, self.detector(data))
         finally:
             if raw is not None:

@@ -12,6 +12,8 @@ distillation settings are the student config's Distill block
 the -o overrides, num_classes applies to the teacher too (one global key in
 PaddleDetection); the others are the student's.
 """
+import os
+
 from detdistill.cli import TrainArgsParser, main_guard, run_training
 from detdistill.config import build_model, load_config, shared_overrides
 from detdistill.distill.distiller import build_distill_trainer
