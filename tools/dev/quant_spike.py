@@ -241,12 +241,17 @@ def onnx_qdq_bit_exact(tmp):
 
 
 def main(argv=None):
-    names = (argv if argv is not None else sys.argv[1:]) or list(CHECKS)
-    if len(names) == 2 and names[0] == '--child':
+    import argparse
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument('checks', nargs='*', choices=[[]] + list(CHECKS),
+                   help='default: all')
+    p.add_argument('--child', default=None, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.child:
         with tempfile.TemporaryDirectory() as tmp:
-            print('RESULT', CHECKS[names[1]](tmp), flush=True)
+            print('RESULT', CHECKS[args.child](tmp), flush=True)
         return
-    for name in names:
+    for name in args.checks or list(CHECKS):
         r = subprocess.run([sys.executable, __file__, '--child', name],
                            capture_output=True, text=True, timeout=600)
         res = [line for line in r.stdout.splitlines()
