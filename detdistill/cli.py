@@ -46,18 +46,19 @@ def load_detector(args):
     config's `weights` loaded): what the inference-side tools start with."""
     from .config import build_model, load_config
     from .engine import set_device
-    from .weights import load_weights
+    from .quant.checkpoint import load_any_weights
     cfg = load_config(args.config, args.opt)
     set_device(cfg)
     detector = build_model(cfg)
-    load_weights(detector, cfg['weights'])
+    load_any_weights(detector, cfg['weights'])  # float or INT8 (quantize.py)
     return cfg, detector
 
 
-def run_training(trainer, args, callbacks=()):
+def run_training(trainer, args, callbacks=(), load_pretrained=True):
     """Callbacks (`callbacks` first, then the defaults), then resume (-r) or
-    start from pretrained weights, then train: the part tools/train.py and
-    distill.py share."""
+    start from pretrained weights (unless `load_pretrained` is False: the
+    model starts from the weights it has, as QAT does), then train: the
+    part tools/train.py, distill.py and quantize.py share."""
     from .engine import default_callbacks
     from .engine.checkpoint import latest_checkpoint
     from .weights import load_pretrain
@@ -65,7 +66,7 @@ def run_training(trainer, args, callbacks=()):
         trainer.cfg, args.use_vdl, args.vdl_log_dir)
     if args.resume:
         trainer.resume(args.resume)
-    else:
+    elif load_pretrained:
         load_pretrain(trainer.detector, args.pretrained or
                       trainer.cfg.get('pretrain_weights'))
     try:

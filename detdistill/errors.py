@@ -7,7 +7,7 @@ __all__ = ['DetDistillError', 'ConfigError', 'VOCDataError',
            'CheckpointError', 'NonFiniteLossError', 'PairingError',
            'WeightsMismatchError', 'WeightsFileError', 'WeightsDownloadError',
            'ExportError', 'OnnxExportError', 'ExportCheckError',
-           'InferCfgError']
+           'InferCfgError', 'QuantizationError']
 
 
 class DetDistillError(Exception):
@@ -62,3 +62,9 @@ class ExportCheckError(DetDistillError, RuntimeError):
 
 class InferCfgError(DetDistillError, ValueError):
     """An exported model's infer_cfg.yml is missing or malformed."""
+
+
+class QuantizationError(DetDistillError, ValueError):
+    """A quantization that cannot run as asked: no calibration images, a
+    checkpoint that is not the expected float or INT8 one, a layer without
+    a scale."""

@@ -6,7 +6,7 @@ import json
 from detdistill.cli import ArgsParser, main_guard
 from detdistill.config import load_config
 from detdistill.engine import Trainer
-from detdistill.weights import load_weights
+from detdistill.quant.checkpoint import load_any_weights
 
 
 def parse_args(argv=None):
@@ -42,7 +42,8 @@ def main(argv=None):
                                                       args.backend))
     else:
         trainer = Trainer(cfg, mode='eval')
-        load_weights(trainer.detector, cfg['weights'])
+        # float weights or tools/quantize.py's INT8 checkpoint
+        load_any_weights(trainer.detector, cfg['weights'])
         res = trainer.evaluate()
     print(format_table(res))
     if args.json:

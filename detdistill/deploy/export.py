@@ -30,9 +30,10 @@ from paddle.static import InputSpec
 
 from ..errors import ExportError
 from ..logger import get_logger
+from ..quant.qdq import int8_convs, onnx_mode
 from .layers import OUTPUTS, deploy_layer
 from .nms import nms_settings
-from .verify import check_export
+from .verify import INT8_BOX_RTOL, INT8_SCORE_ATOL, check_export
 
 __all__ = ['ExportError', 'image_shape', 'label_list', 'infer_config',
            'save_inference_model', 'export']
@@ -161,6 +162,28 @@ def save_inference_model(detector, cfg, out_dir, with_nms=True):
                        sort_keys=False, default_flow_style=None)
 
 
+def export_int8_onnx(detector, cfg, out_dir, with_nms=True):
+    """out_dir/model.onnx of an INT8 network (quant/qdq.py): its program
+    without the input fake-quantization, converted by paddle2onnx at opset
+    13, then given QuantizeLinear/DequantizeLinear nodes with the
+    network's scales and int8 weights (quant/onnx_qdq.py)."""
+    from ..quant.onnx_qdq import OPSET, conv_scales, insert_qdq
+    from .onnx_convert import convert_to_onnx
+    scales = conv_scales(detector)
+    plain = tempfile.mkdtemp(prefix='.onnx-src-', dir=out_dir)
+    try:
+        with onnx_mode(detector):
+            save_inference_model(detector, cfg, plain, with_nms)
+        convert_to_onnx(plain, batch_size=1 if with_nms else None,
+                        output_names=OUTPUTS[with_nms], opset=OPSET,
+                        rewrite=lambda m: insert_qdq(m, scales),
+                        out_dir=out_dir)
+    finally:
+        shutil.rmtree(plain, ignore_errors=True)
+    logger.info('ONNX: QuantizeLinear/DequantizeLinear on the inputs and '
+                'weights of {} convs'.format(len(scales)))
+
+
 def _replace_dir(src, dst):
     """Put the finished export at dst; a previous export there is removed
     only once the new one is in place."""
@@ -194,10 +217,16 @@ def export(detector, cfg, save_dir, exclude_nms=False, onnx=False,
         backends = ['paddle']
         if onnx:
             # paddle2onnx converts multiclass_nms3 for batch 1 only.
-            convert_to_onnx(tmp, batch_size=1 if with_nms else None,
-                            output_names=OUTPUTS[with_nms])
+            if int8_convs(detector):
+                export_int8_onnx(detector, cfg, tmp, with_nms)
+            else:
+                convert_to_onnx(tmp, batch_size=1 if with_nms else None,
+                                output_names=OUTPUTS[with_nms])
             backends.append('onnxruntime')
-        report = check_export(tmp, detector, check_images, backends)
+        tolerances = {'onnxruntime': (INT8_SCORE_ATOL, INT8_BOX_RTOL)} \
+            if int8_convs(detector) else None
+        report = check_export(tmp, detector, check_images, backends,
+                              tolerances)
         _replace_dir(tmp, save_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -104,10 +104,14 @@ def _rename_outputs(model, names):
         out.name = new
 
 
-def convert_to_onnx(model_dir, batch_size=None, output_names=None):
-    """model_dir/model.{json,pdiparams} -> model_dir/model.onnx. batch_size
-    fixes the inputs' batch dimension (ONNX Runtime then refuses other
-    batch sizes with a clear message); output_names renames the outputs."""
+def convert_to_onnx(model_dir, batch_size=None, output_names=None,
+                    opset=OPSET, rewrite=None, out_dir=None):
+    """model_dir/model.{json,pdiparams} -> model_dir/model.onnx (or
+    out_dir/model.onnx). batch_size fixes the inputs' batch dimension (ONNX
+    Runtime then refuses other batch sizes with a clear message);
+    output_names renames the outputs; rewrite(model) edits the ModelProto
+    before it is checked and saved (the INT8 export's QDQ nodes, opset >=
+    13)."""
     import onnx
     p2o = _paddle2onnx()
     src = os.path.join(model_dir, 'model.json')
@@ -122,7 +126,7 @@ def convert_to_onnx(model_dir, batch_size=None, output_names=None):
         # On a conversion error paddle2onnx prints it and calls
         # sys.exit(-1) (its logging.error): caught here, not our exit.
         data = p2o.export(patched, params, save_file=None,
-                          opset_version=OPSET, auto_upgrade_opset=True,
+                          opset_version=opset, auto_upgrade_opset=True,
                           enable_onnx_checker=True, optimize_tool='None')
     except (Exception, SystemExit) as e:
         data = None
@@ -137,8 +141,10 @@ def convert_to_onnx(model_dir, batch_size=None, output_names=None):
         _fix_batch(model, batch_size)
     if output_names:
         _rename_outputs(model, output_names)
+    if rewrite is not None:
+        rewrite(model)
     onnx.checker.check_model(model)
-    out = os.path.join(model_dir, 'model.onnx')
+    out = os.path.join(out_dir or model_dir, 'model.onnx')
     replaced(out, lambda tmp: onnx.save(model, tmp))
     logger.info('ONNX: model.onnx (opset {}, {} float64 attributes passed to '
                 'paddle2onnx as float32{})'.format(

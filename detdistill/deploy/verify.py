@@ -33,12 +33,22 @@ from .layers import deploy_layer
 from .nms import nms_settings
 from .predictor import ExportedDetector
 
-__all__ = ['SCORE_ATOL', 'BOX_RTOL', 'ExportCheckError', 'random_images',
+__all__ = ['SCORE_ATOL', 'BOX_RTOL', 'INT8_SCORE_ATOL', 'INT8_BOX_RTOL',
+           'ExportCheckError', 'random_images',
            'compare_raw', 'compare_detections', 'check_export']
 
 logger = get_logger()
 SCORE_ATOL = 1e-4
 BOX_RTOL = 1e-4
+# An INT8 network on ONNX Runtime against dygraph: the quantize/dequantize
+# steps are bit-exact (docs/quantization.md), but the float convolutions
+# sum in another order, and a 1e-7 difference that lands on a rounding
+# boundary moves an activation by a whole int8 step, which later layers
+# spread. Measured on the 40 demo images: scores within 0.0048, boxes
+# within 9.6 px of 160 (99 % within 0.76 px). Paddle Inference runs the
+# same float program as dygraph and keeps the strict tolerances.
+INT8_SCORE_ATOL = 1e-2
+INT8_BOX_RTOL = 1e-1
 # More excused flips than this share says nothing was compared (e.g. a
 # saturated model: all scores 1.0, ties at keep_top_k): the check fails.
 MAX_FLIP_SHARE = 0.05
@@ -60,9 +70,9 @@ def random_images(out_dir, image_shape, n=2, seed=0):
     return paths
 
 
-def _box_tol(feed):
+def _box_tol(feed, box_rtol=BOX_RTOL):
     original = feed['im_shape'] / feed['scale_factor']  # [B, 2]: h, w
-    return BOX_RTOL * original.max(axis=1)
+    return box_rtol * original.max(axis=1)
 
 
 def _nonfinite(ref, got, what):
@@ -73,9 +83,11 @@ def _nonfinite(ref, got, what):
     return []
 
 
-def compare_raw(ref, got, feed, conf_thresh):
+def compare_raw(ref, got, feed, conf_thresh, tol=(SCORE_ATOL, BOX_RTOL)):
     """Outputs of a model exported without NMS: boxes [B, M, 4], scores
-    [B, C, M]. Returns (stats, problems)."""
+    [B, C, M]; `tol`: (score atol, box rtol). Returns (stats,
+    problems)."""
+    score_atol, box_rtol = tol
     (rb, rs), (gb, gs) = ref, got
     if rb.shape != gb.shape or rs.shape != gs.shape:
         return {}, ['shapes: boxes {} vs {}, scores {} vs {} (dygraph vs '
@@ -91,12 +103,12 @@ def compare_raw(ref, got, feed, conf_thresh):
     problems = _nonfinite(rb[kept], gb[kept], 'boxes') + \
         _nonfinite(rs, gs, 'scores')
     kept_score = np.where(zeroed_r, gs.max(1), rs.max(1))
-    unexcused = flipped & ~(kept_score <= conf_thresh + SCORE_ATOL)
+    unexcused = flipped & ~(kept_score <= conf_thresh + score_atol)
     box_diff = np.where(kept, np.nan_to_num(np.abs(rb - gb), nan=np.inf)
                         .max(-1), 0)
     score_diff = np.where(~flipped, np.nan_to_num(np.abs(rs - gs),
                                                   nan=np.inf).max(1), 0)
-    tol = _box_tol(feed)
+    tol = _box_tol(feed, box_rtol)
     stats = {'images': len(rb), 'candidates': int(rb.shape[0] * rb.shape[1]),
              'max_score_diff': float(score_diff.max()),
              'max_box_diff_px': float(box_diff.max()),
@@ -109,9 +121,9 @@ def compare_raw(ref, got, feed, conf_thresh):
                         'to {:.6f} (conf_thresh {})'.format(
                             int(unexcused.sum()),
                             float(kept_score[unexcused].max()), conf_thresh))
-    if stats['max_score_diff'] > SCORE_ATOL:
+    if stats['max_score_diff'] > score_atol:
         problems.append('max |score difference| {:.3g} > {:g}'.format(
-            stats['max_score_diff'], SCORE_ATOL))
+            stats['max_score_diff'], score_atol))
     over = box_diff > tol[:, None]
     if over.any():
         i = int(np.argmax((box_diff / tol[:, None]).max(1)))
@@ -138,25 +150,26 @@ def _split(bbox, bbox_num):
     return out
 
 
-def _unmatched_excused(dets, unmatched, nms):
+def _unmatched_excused(dets, unmatched, nms, score_atol=SCORE_ATOL):
     """Rows on a threshold: within SCORE_ATOL of score_threshold or, when
     keep_top_k rows are kept, of the lowest kept score."""
     bound = nms['score_threshold']
     if len(dets) >= nms['keep_top_k'] > 0:
         bound = max(bound, float(dets[:, 1].min()))
-    return dets[unmatched, 1] <= bound + SCORE_ATOL
+    return dets[unmatched, 1] <= bound + score_atol
 
 
-def compare_detections(ref, got, feed, nms):
+def compare_detections(ref, got, feed, nms, tol=(SCORE_ATOL, BOX_RTOL)):
     """Outputs of a model exported with NMS: bbox [N, 6], bbox_num [B].
     Detections are paired per image by class and closeness (Hungarian
     matching). Returns (stats, problems)."""
+    score_atol, box_rtol = tol
     refs, gots = _split(*ref), _split(*got)
     problems = []
     if len(refs) != len(gots):
         return {}, ['{} images in the dygraph output, {} exported'.format(
             len(refs), len(gots))]
-    tol = _box_tol(feed)
+    tol = _box_tol(feed, box_rtol)
     stats = {'images': len(refs), 'detections': int(sum(map(len, refs))),
              'max_score_diff': 0.0, 'max_box_diff_px': 0.0,
              'box_tol_px': float(tol.min()), 'threshold_flips': 0}
@@ -164,7 +177,7 @@ def compare_detections(ref, got, feed, nms):
         if len(r) and len(g):
             box = np.abs(r[:, None, 2:] - g[None, :, 2:]).max(-1)
             score = np.abs(r[:, None, 1] - g[None, :, 1])
-            cost = np.maximum(box / tol[i], score / SCORE_ATOL)
+            cost = np.maximum(box / tol[i], score / score_atol)
             cost = np.nan_to_num(cost, nan=1e18)
             cost[r[:, None, 0] != g[None, :, 0]] = 1e18
             ri, gi = linear_sum_assignment(cost)
@@ -180,7 +193,7 @@ def compare_detections(ref, got, feed, nms):
         for side, dets, matched in (('dygraph', r, ri), ('exported', g, gi)):
             unmatched = np.ones(len(dets), bool)
             unmatched[matched] = False
-            excused = _unmatched_excused(dets, unmatched, nms)
+            excused = _unmatched_excused(dets, unmatched, nms, score_atol)
             stats['threshold_flips'] += int(excused.sum())
             if not excused.all():
                 worst = dets[unmatched][~excused]
@@ -215,10 +228,14 @@ def _conf_thresh(detector):
     return post.decode.conf_thresh if post is not None else 0.
 
 
-def check_export(model_dir, detector, images=None, backends=('paddle',)):
+def check_export(model_dir, detector, images=None, backends=('paddle',),
+                 tolerances=None):
     """Run the export in model_dir with each backend on `images` (paths;
-    None: two random images) and compare with `detector` in dygraph.
-    Returns {backend: stats}; raises ExportCheckError with every problem."""
+    None: two random images) and compare with `detector` in dygraph;
+    `tolerances`: {backend: (score atol, box rtol)} where not the default
+    (SCORE_ATOL, BOX_RTOL). Returns {backend: stats}; raises
+    ExportCheckError with every problem."""
+    tolerances = tolerances or {}
     with tempfile.TemporaryDirectory() as tmp:
         models, failures = {}, []
         for backend in backends:
@@ -244,12 +261,13 @@ def check_export(model_dir, detector, images=None, backends=('paddle',)):
                 failures.append('{}: running the exported model failed: {}: '
                                 '{}'.format(backend, type(e).__name__, e))
                 continue
+            tol = tolerances.get(backend, (SCORE_ATOL, BOX_RTOL))
             if with_nms:
                 stats, problems = compare_detections(
-                    ref, got, feed, nms_settings(detector))
+                    ref, got, feed, nms_settings(detector), tol)
             else:
                 stats, problems = compare_raw(ref, got, feed,
-                                              _conf_thresh(detector))
+                                              _conf_thresh(detector), tol)
             report[backend] = stats
             logger.info('check {} vs dygraph on {} images: {}{}'.format(
                 backend, len(images), ', '.join(
@@ -260,6 +278,8 @@ def check_export(model_dir, detector, images=None, backends=('paddle',)):
     if failures:
         raise ExportCheckError(
             '{}: exported model differs from the dygraph model beyond the '
-            'tolerance (scores {:g}, boxes {:g} x image size):\n  {}'.format(
-                model_dir, SCORE_ATOL, BOX_RTOL, '\n  '.join(failures)))
+            'tolerance ({}):\n  {}'.format(model_dir, '; '.join(
+                '{} scores {:g}, boxes {:g} x image size'.format(
+                    b, *tolerances.get(b, (SCORE_ATOL, BOX_RTOL)))
+                for b in backends), '\n  '.join(failures)))
     return report

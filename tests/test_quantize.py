@@ -1,0 +1,226 @@
+"""tools/quantize.py on the demo student: PTQ calibration is a function of
+the images alone, the INT8 network exports to Paddle Inference and to an
+ONNX QDQ model that agree, QAT with distillation resumes exactly, and bad
+inputs are named in one-line errors."""
+import os
+
+import numpy as np
+import onnx
+import paddle
+import pytest
+
+from conftest import STUDENT, TEACHER, script, tiny_opts
+from detdistill.config import build_model, load_config
+from detdistill.data.build import build_eval_loader
+from detdistill.deploy.predictor import ExportedDetector
+from detdistill.deploy.verify import INT8_BOX_RTOL, INT8_SCORE_ATOL
+from detdistill.quant.checkpoint import load_int8
+from detdistill.quant.qdq import Int8Conv2D, fake_quant, int8_convs
+
+RUN = 'yolov3_mobilenet_v1_demo'
+N_CONVS = 50  # every Conv2D of the demo student: backbone, neck, head
+
+
+@pytest.fixture(scope='module')
+def float_student(demo_voc, tmp_path_factory):
+    """The demo student after one epoch (8 steps) on the demo data."""
+    out = str(tmp_path_factory.mktemp('float'))
+    script('tools/train.py').main(['-c', STUDENT, '-o'] +
+                                  tiny_opts(demo_voc, out, 1))
+    return os.path.join(out, RUN, 'model_final.pdparams')
+
+
+def _quantize(demo_voc, save_dir, weights, *flags, epoch=1, extra=()):
+    return script('tools/quantize.py').main(
+        ['-c', STUDENT] + list(flags) + ['-o'] +
+        tiny_opts(demo_voc, save_dir, epoch) + ['weights=' + weights] +
+        list(extra))
+
+
+def _ptq(demo_voc, save_dir, weights, n):
+    return _quantize(demo_voc, save_dir, weights, '--mode', 'ptq',
+                     '--calib_images', str(n))
+
+
+def _int8(path, demo_voc):
+    model = build_model(load_config(STUDENT, tiny_opts(demo_voc, '/tmp')))
+    return load_int8(model, path)
+
+
+def test_fake_quant_rounds_as_onnx_quantizelinear():
+    # ties to even (numpy.rint, ONNX), saturation at -128 and 127
+    x = np.array([0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 0.49, 126.5, 127.5,
+                  300., -128.5, -300.], 'float32')
+    got = fake_quant(paddle.to_tensor(x), paddle.to_tensor([1.], 'float32'))
+    np.testing.assert_array_equal(
+        got.numpy(), [0., 2., 2., -0., -2., -2., 0., 126., 127., 127., -128.,
+                      -128.])
+
+
+def test_calibration_is_deterministic(demo_voc, float_student, tmp_path):
+    a = _ptq(demo_voc, str(tmp_path / 'a'), float_student, 6)
+    b = _ptq(demo_voc, str(tmp_path / 'b'), float_student, 6)
+    c = _ptq(demo_voc, str(tmp_path / 'c'), float_student, 12)
+    assert a == str(tmp_path / 'a' / (RUN + '_ptq') / 'int8.pdparams')
+    wa, wb, wc = (paddle.load(p) for p in (a, b, c))
+    assert list(wa) == list(wb)
+    for k in wa:
+        np.testing.assert_array_equal(wa[k].numpy(), wb[k].numpy(),
+                                      err_msg=k)
+    model = _int8(a, demo_voc)
+    convs = int8_convs(model)
+    assert len(convs) == N_CONVS
+    # ppdet calls the head's output convs through a Python list: it must
+    # hold the INT8 layers, or they would run unquantized
+    for i, conv in enumerate(model.yolo_head.yolo_outputs):
+        assert conv is convs['yolo_head.yolo_output.{}'.format(i)]
+    # The first conv's input is the image: its scale is the abs max over
+    # exactly the first 6 training images (eval transforms) / 127.
+    cfg = load_config(STUDENT, tiny_opts(demo_voc, '/tmp'))
+    loader, _ = build_eval_loader(dict(cfg, EvalDataset=cfg['TrainDataset']))
+    images = np.concatenate([b['image'].numpy() for b in loader])
+    assert images.shape[0] == 32
+    first = 'backbone.conv1._conv.act_scale'
+    assert wa[first].numpy()[0] == np.float32(
+        np.abs(images[:6]).max()) / np.float32(127)
+    assert wc[first].numpy()[0] == np.float32(
+        np.abs(images[:12]).max()) / np.float32(127)
+    # weight scales do not depend on the images; the stored weights are
+    # their int8 values times the per-channel scale
+    np.testing.assert_array_equal(
+        wa['backbone.conv1._conv.weight_scale'].numpy(),
+        wc['backbone.conv1._conv.weight_scale'].numpy())
+    q = convs['backbone.conv1._conv'].int8_weight()
+    np.testing.assert_array_equal(
+        wa['backbone.conv1._conv.conv.weight'].numpy(),
+        q.astype('float32') * wa['backbone.conv1._conv.weight_scale']
+        .numpy().reshape([-1, 1, 1, 1]))
+    assert np.abs(q).max() == 127
+
+
+@pytest.fixture(scope='module')
+def int8_export(demo_voc, float_student, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp('int8'))
+    weights = _ptq(demo_voc, out, float_student, 16)
+    check = os.path.join(demo_voc, 'VOCdevkit', 'VOC2012', 'JPEGImages')
+    model_dir = script('tools/export_model.py').main(
+        ['-c', STUDENT, '--output_dir', os.path.join(out, 'exported'),
+         '--exclude_nms', '--onnx', '--check_dir', check, '-o',
+         'weights=' + weights, 'EvalDataset.dataset_dir=' + demo_voc,
+         'TestDataset.anno_path=' + os.path.join(demo_voc,
+                                                 'label_list.txt')])
+    return weights, model_dir
+
+
+def test_int8_export_paddle_and_onnx_agree(demo_voc, int8_export):
+    weights, model_dir = int8_export
+    model = onnx.load(os.path.join(model_dir, 'model.onnx'))
+    ops = [n.op_type for n in model.graph.node]
+    assert ops.count('QuantizeLinear') == N_CONVS
+    assert ops.count('DequantizeLinear') == 2 * N_CONVS
+    assert ops.count('Conv') == N_CONVS
+    assert max(o.version for o in model.opset_import if o.domain in
+               ('', 'ai.onnx')) == 13
+    # the ONNX int8 weights are the checkpoint's
+    int8 = _int8(weights, demo_voc)
+    consts = {n.output[0]: onnx.numpy_helper.to_array(n.attribute[0].t)
+              for n in model.graph.node if n.op_type == 'Constant'}
+    q_ws = [v for k, v in consts.items() if k.endswith('.qdq.q')]
+    assert len(q_ws) == N_CONVS
+    assert all(v.dtype == np.int8 for v in q_ws)
+    assert sorted(np.abs(v).max() for v in q_ws) == sorted(
+        np.abs(l.int8_weight()).max() for l in int8_convs(int8).values())
+
+    # INT8 Paddle Inference vs INT8 ONNX Runtime on the 8 demo test images
+    with open(os.path.join(demo_voc, 'test.txt')) as f:
+        images = [os.path.join(demo_voc, line.split()[0]) for line in f]
+    paddle_model = ExportedDetector(model_dir, 'paddle')
+    onnx_model = ExportedDetector(model_dir, 'onnxruntime')
+    feed = paddle_model.preprocess(images)
+    (pb, ps), (ob, os_) = paddle_model.run(feed), onnx_model.run(feed)
+    assert ps.shape == (8, 6, 1575) and pb.shape == (8, 1575, 4)
+    live = ps.max(axis=1) > 0  # candidates over YOLOBox's conf_thresh
+    assert live.sum() > 100
+    # candidates on conf_thresh may fall on either side
+    assert (live != (os_.max(axis=1) > 0)).sum() <= 0.05 * live.sum()
+    live &= os_.max(axis=1) > 0
+    # the stated INT8 tolerance (verify.py): scores 0.01, boxes 0.1 x 160 px
+    np.testing.assert_allclose(os_, ps, rtol=0, atol=INT8_SCORE_ATOL)
+    np.testing.assert_allclose(ob[live], pb[live], rtol=0,
+                               atol=INT8_BOX_RTOL * 160)
+
+
+def test_qat_resume_is_exact(demo_voc, float_student, tmp_path):
+    full, part = str(tmp_path / 'full'), str(tmp_path / 'part')
+    qat = ['--mode', 'qat']
+    extra = ['LearningRate.base_lr=0.0001']
+    a = _quantize(demo_voc, full, float_student, *qat, epoch=2, extra=extra)
+    _quantize(demo_voc, part, float_student, *qat, epoch=1, extra=extra)
+    b = _quantize(demo_voc, part, float_student, '-r',
+                  os.path.join(part, RUN + '_qat', '0'), *qat, epoch=2,
+                  extra=extra)
+    for name in ('model_final.pdparams', 'int8.pdparams'):
+        wa, wb = (paddle.load(os.path.join(d, RUN + '_qat', name))
+                  for d in (full, part))
+        assert list(wa) == list(wb)
+        for k in wa:
+            np.testing.assert_array_equal(wa[k].numpy(), wb[k].numpy(),
+                                          err_msg='{}: {}'.format(name, k))
+    assert a == os.path.join(full, RUN + '_qat', 'int8.pdparams')
+    assert b == os.path.join(part, RUN + '_qat', 'int8.pdparams')
+    # the QAT checkpoint holds the quantizers' state beside the weights
+    state = paddle.load(os.path.join(full, RUN + '_qat',
+                                     'model_final.pdparams'))
+    assert any('activation_quanter' in k for k in state)
+    assert isinstance(int8_convs(_int8(a, demo_voc))[
+        'backbone.conv1._conv'], Int8Conv2D)
+
+
+def test_qat_with_the_big_teacher(demo_voc, float_student, teacher_weights,
+                                  tmp_path, log_lines):
+    out = _quantize(demo_voc, str(tmp_path), float_student, '--mode', 'qat',
+                    '-t', TEACHER, '--teacher_pretrained', teacher_weights,
+                    extra=['LearningRate.base_lr=0.0001'])
+    assert out == str(tmp_path / (RUN + '_qat') / 'int8.pdparams')
+    assert 'QAT teacher: the float student itself' not in log_lines
+    assert any(line.startswith('Distillation: L2Distill') for line in
+               log_lines)
+    assert len(int8_convs(_int8(out, demo_voc))) == N_CONVS
+
+
+def _fails(log_lines, argv, expected):
+    with pytest.raises(SystemExit) as e:
+        script('tools/quantize.py').main(argv)
+    assert e.value.code == 1
+    assert any(expected in line for line in log_lines), log_lines[-3:]
+
+
+def test_bad_inputs_are_named(demo_voc, float_student, tmp_path, log_lines):
+    base = ['-c', STUDENT, '--mode', 'ptq', '-o'] + \
+        tiny_opts(demo_voc, str(tmp_path))
+    _fails(log_lines, base[:3] + ['ptq', '--calib_images', '0'] + base[4:] +
+           ['weights=' + float_student],
+           'QuantizationError: calibration needs at least 1 image, got '
+           '--calib_images 0')
+    _fails(log_lines, base[:3] + ['ptq', '--calib_images', '33'] + base[4:] +
+           ['weights=' + float_student],
+           'QuantizationError: calibration asks for 33 images but the '
+           'training list trainval.txt has 32')
+    qat = ['-c', STUDENT, '--mode', 'qat', '-t', TEACHER, '-o'] + \
+        tiny_opts(demo_voc, str(tmp_path)) + ['weights=' + float_student]
+    _fails(log_lines, qat, 'QuantizationError: -t needs --teacher_pretrained')
+    # an INT8 checkpoint is not a float student
+    int8 = _ptq(demo_voc, str(tmp_path / 'q'), float_student, 2)
+    _fails(log_lines, base + ['weights=' + int8],
+           'QuantizationError: {} is already an INT8 checkpoint'.format(int8))
+    # the teacher's weights are not the student's
+    teacher = str(tmp_path / 'teacher.pdparams')
+    paddle.save(build_model(load_config(TEACHER)).state_dict(), teacher)
+    _fails(log_lines, base + ['weights=' + teacher], 'WeightsMismatchError')
+    # float weights where an INT8 checkpoint is expected
+    with pytest.raises(Exception) as e:
+        _int8(float_student, demo_voc)
+    assert type(e.value).__name__ == 'QuantizationError'
+    assert str(e.value) == (
+        '{} is not an INT8 checkpoint (no .act_scale keys): '
+        'tools/quantize.py writes one (int8.pdparams)'.format(float_student))
