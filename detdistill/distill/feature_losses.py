@@ -44,7 +44,7 @@ from ppdet.slim.distill_loss import (FGDFeatureLoss, MGDFeatureLoss,
                                      MimicFeatureLoss, PKDFeatureLoss)
 
 from ..errors import ConfigError
-from .losses import DistillLoss, _checked_temperature
+from .losses import DistillLoss, Temperature
 from .pairing import pairs_by_stride
 
 __all__ = ['FeatureLoss', 'MimicDistill', 'CWDDistill', 'PKDDistill',
@@ -122,13 +122,7 @@ class CWDDistill(FeatureLoss):
         super().__init__()
         self.temperature = temperature
 
-    @property
-    def temperature(self):
-        return self._temperature
-
-    @temperature.setter
-    def temperature(self, value):
-        self._temperature = _checked_temperature(value)
+    temperature = Temperature()
 
     def forward(self, student, teacher, inputs=None, pair=0):
         _check_maps(student, teacher, 'CWDDistill')
@@ -299,12 +293,13 @@ class FGDDistill(FeatureLoss):
     __shared__ = ['num_classes']
     needs_labels = True
     _COMPONENTS = ('fg', 'bg', 'attention', 'global')
+    temperature = Temperature()
 
     def __init__(self, num_classes=80, temperature=0.5, fg_weight=1e-3,
                  bg_weight=5e-4, attention_weight=1e-3, global_weight=5e-6):
         super().__init__()
         self.num_classes = num_classes
-        self.temperature = _checked_temperature(temperature)
+        self.temperature = temperature
         self.weights = {}
         for name, w in zip(self._COMPONENTS, (fg_weight, bg_weight,
                                                attention_weight,

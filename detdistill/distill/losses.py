@@ -86,6 +86,17 @@ def _checked_temperature(value):
     return value
 
 
+class Temperature:
+    """A loss's `temperature` attribute, checked whenever it is set (at
+    construction and by the Distill block's options afterwards)."""
+
+    def __get__(self, obj, owner=None):
+        return self if obj is None else obj.__dict__['_temperature']
+
+    def __set__(self, obj, value):
+        obj.__dict__['_temperature'] = _checked_temperature(value)
+
+
 def _bernoulli_kl(s_logit, t_logit):
     """KL(Bern(σ(t)) ‖ Bern(σ(s))) elementwise, from log-sigmoids."""
     pt = F.sigmoid(t_logit)
@@ -256,13 +267,7 @@ class KLDistill(YOLOv3LogitLoss):
         self.temperature = temperature
         self.cls_form = cls_form
 
-    @property
-    def temperature(self):
-        return self._temperature
-
-    @temperature.setter
-    def temperature(self, value):
-        self._temperature = _checked_temperature(value)
+    temperature = Temperature()
 
     def forward(self, student, teacher):
         _check_pair(student, teacher, self.num_classes)
@@ -355,13 +360,7 @@ class LDDistill(DistillLoss):
                              '(ld_weight, vlr_ld_weight, kd_weight, '
                              'vlr_kd_weight): nothing to distill')
 
-    @property
-    def temperature(self):
-        return self._temperature
-
-    @temperature.setter
-    def temperature(self, value):
-        self._temperature = _checked_temperature(value)
+    temperature = Temperature()
 
     def default_pairs(self, student, teacher):
         """The GFL head's distribution and class outputs, level by level."""
