@@ -17,6 +17,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 STUDENT = os.path.join(ROOT, 'configs/demo/yolov3_mobilenet_v1_demo.yml')
 TEACHER = os.path.join(ROOT, 'configs/demo/yolov3_r34_demo.yml')
+GFL_TEACHER = os.path.join(ROOT, 'configs/demo/gfl_r34_demo.yml')
 
 
 @functools.lru_cache(maxsize=None)
@@ -207,3 +208,14 @@ def finish_tool(proc, timeout):
 
 def run_tool(args, timeout, **kwargs):
     return finish_tool(start_tool(args, **kwargs), timeout)
+
+
+@pytest.fixture(scope='session')
+def gfl_teacher(tmp_path_factory):
+    """A demo GFL teacher checkpoint, freshly initialised (seed 7)."""
+    import paddle
+    from detdistill.config import build_model, load_config
+    path = str(tmp_path_factory.mktemp('gfl_teacher') / 'teacher.pdparams')
+    paddle.seed(7)
+    paddle.save(build_model(load_config(GFL_TEACHER)).state_dict(), path)
+    return path

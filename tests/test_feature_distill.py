@@ -380,15 +380,6 @@ def test_connector_maps_channels_then_resizes():
 
 # ---- the distiller on the demo models ----
 
-@pytest.fixture(scope='module')
-def gfl_teacher(tmp_path_factory):
-    """A demo GFL teacher checkpoint, freshly initialised (seed 7)."""
-    path = str(tmp_path_factory.mktemp('gfl_teacher') / 'teacher.pdparams')
-    paddle.seed(7)
-    paddle.save(build_model(load_config(GFL_TEACHER)).state_dict(), path)
-    return path
-
-
 def _distiller(data, tmp_path, student, teacher, weights, **distill):
     cfg = load_config(student, tiny_opts(data, str(tmp_path),
                                          distill=distill))

@@ -297,15 +297,6 @@ def test_converged_gfl_configs_distill_at_128px(demo_voc, tmp_path,
                                                    rel=1e-6)
 
 
-@pytest.fixture(scope='module')
-def gfl_teacher(tmp_path_factory):
-    """A demo GFL teacher checkpoint, freshly initialised (seed 7)."""
-    path = str(tmp_path_factory.mktemp('gfl_teacher') / 'teacher.pdparams')
-    paddle.seed(7)
-    paddle.save(build_model(load_config(GFL_TEACHER)).state_dict(), path)
-    return path
-
-
 def test_pairs_settings_and_pairing_errors(demo_voc, tmp_path, gfl_teacher):
     cfg, d = _gfl_distiller(demo_voc, tmp_path, gfl_teacher,
                             'temperature=4', 'LDDistill.kd_weight=0.5')
