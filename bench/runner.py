@@ -54,16 +54,24 @@ def plan(methods, seeds, profile, one_seed=()):
     return runs, needs
 
 
-def run_one(method, seed, out, profile, opts=(), reuse=True):
+def run_one(method, seed, out, profile, opts=(), reuse=True,
+            need_weights=False):
     """Train (or reuse) one run; return its summary. A run that was
     interrupted (a killed benchmark, a session's end) continues from its last
     epoch checkpoint with -r, which resumes exactly; its wall time then
-    counts the resumed part only (`resumed_from` says so)."""
+    counts the resumed part only (`resumed_from` says so). `need_weights`:
+    distilled rows will load this teacher's weights, so a summary without
+    them (committed results keep summaries, not every model) is not enough."""
     run, row = (method, seed), catalogue().methods[method]
     summary = read_summary(out, run) if reuse else None
+    d = run_dir(out, method, seed)
+    trained_here = not (profile.teacher_from or profile.teacher_weights)
+    if summary and need_weights and trained_here and \
+            not _has_weights(out, profile, seed):
+        _set_aside(d, summary, teacher_weights(out, profile, seed))
+        summary = None
     if summary:
         return summary
-    d = run_dir(out, method, seed)
     os.makedirs(d, exist_ok=True)
     if row.role == 'teacher' and (profile.teacher_from or
                                   profile.teacher_weights):
@@ -106,6 +114,24 @@ def run_one(method, seed, out, profile, opts=(), reuse=True):
     }
     write_summary(out, run, summary)
     return summary
+
+
+def _has_weights(out, profile, seed):
+    w = teacher_weights(out, profile, seed)
+    return os.path.isfile(w + '.pdparams') or os.path.isfile(w)
+
+
+def _set_aside(d, summary, weights):
+    """Retrain a teacher whose weights are gone; its earlier record is kept
+    beside the new one (summary.previous.json), so the two can be compared."""
+    logger.warning(
+        '[bench] {} seed {} finished before (mAP 11pt {:.2f}) but its '
+        'weights {} are missing: training it again; the earlier record is '
+        'kept as summary.previous.json'.format(
+            summary['method'], summary['seed'],
+            100 * summary['mAP']['11point'], weights))
+    os.replace(os.path.join(d, 'summary.json'),
+               os.path.join(d, 'summary.previous.json'))
 
 
 def _evaluate_teacher(run, out, profile, opts):
@@ -184,6 +210,10 @@ def run_all(methods, seeds, out, profile, opts=(), jobs=1, reuse=True,
     see results/PROFILE.md), logging progress and an ETA every `heartbeat`
     seconds and at each finished run. Returns the summaries in plan order."""
     runs, needs = plan(methods, seeds, profile, one_seed)
+    rows = catalogue().methods
+    # the seed-0 teacher's weights, when a distilled row will load them
+    weights_needed = {(catalogue().teacher, 0)} if any(
+        rows[m].distills for m, _ in runs) else set()
     jobs = max(1, jobs)
     pending, running, done, started = list(runs), {}, {}, {}
     tic = time.time()
@@ -223,7 +253,8 @@ def run_all(methods, seeds, out, profile, opts=(), jobs=1, reuse=True,
                         r[0], r[1], run_dir(out, *r)))
                     started[r] = time.time()
                     running[pool.submit(run_one, r[0], r[1], out, profile,
-                                        opts, reuse)] = r
+                                        opts, reuse,
+                                        r in weights_needed)] = r
             finished, _ = concurrent.futures.wait(
                 running, timeout=heartbeat,
                 return_when=concurrent.futures.FIRST_COMPLETED)

@@ -613,3 +613,37 @@ def test_a_stopped_benchmark_ends_its_children(tmp_path):
     finally:
         STOP.clear()
     assert code == 128 + signal.SIGTERM
+
+
+def test_a_teacher_summary_without_weights_is_trained_again(demo_voc,
+                                                            tmp_path):
+    """Committed results keep a teacher's summary, not always its weights: a
+    distill row asked for later must not fail on the missing file, the
+    teacher is trained again (the same weights: same seed, data and machine)
+    and its earlier record is kept beside the new one."""
+    import numpy as np
+    import paddle
+    tool = script('tools/benchmark.py')
+    out = str(tmp_path / 'bench')
+    argv = ['--seeds', '0', '--jobs', '1', '--no_profile', '--out', out,
+            '-o'] + _tiny_opts(demo_voc)
+    tool.main(['--methods', 'teacher'] + argv)
+    run = os.path.join(out, 'runs', 'teacher_s0')
+    weights = os.path.join(run, 'yolov3_r34_demo', 'model_final.pdparams')
+    first = paddle.load(weights)
+    with open(os.path.join(run, 'summary.json')) as f:
+        record = json.load(f)
+    tool.main(['--methods', 'baseline'] + argv)  # no distill row: reused
+    assert not os.path.exists(os.path.join(run, 'summary.previous.json'))
+    for name in os.listdir(os.path.join(run, 'yolov3_r34_demo')):
+        os.remove(os.path.join(run, 'yolov3_r34_demo', name))
+    tool.main(['--methods', 'l2'] + argv)
+    with open(os.path.join(run, 'summary.previous.json')) as f:
+        assert json.load(f) == record
+    with open(os.path.join(run, 'summary.json')) as f:
+        again = json.load(f)
+    assert again['mAP'] == record['mAP'] and again['steps'] == 8
+    second = paddle.load(weights)
+    for k in first:
+        np.testing.assert_array_equal(first[k].numpy(), second[k].numpy())
+    assert os.path.isfile(os.path.join(out, 'runs', 'l2_s0', 'summary.json'))
