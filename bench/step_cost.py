@@ -8,6 +8,7 @@ import time
 import numpy as np
 
 __all__ = ['warm_up', 'time_steps', 'train_step', 'distill_step_cost',
+           'method_step_costs', 'write_method_step_costs',
            'Distillation', 'student_trainer', 'eval_trainer',
            'logged_scalars']
 
@@ -92,6 +93,76 @@ def distill_step_cost(profile, teacher_weights, repeats=10, opts=()):
     med['distill_method'] = profile.step_method
     med['teacher_cache'] = d.cache is not None
     return med
+
+
+def method_step_costs(profile, teacher_weights, methods, repeats=10,
+                      opts=()):
+    """What each distill row's step costs against the plain student's:
+    {'student_train_step': {...}, METHOD: {...}, ...} of median wall and
+    CPU seconds, every step interleaved in this process (time_steps), so a
+    loaded machine slows all of them alike; per method also
+    `vs_student` (CPU seconds ratio) and `loss_share` (its distillation
+    losses alone, forward + backward, as a share of its step). Each row gets
+    its own student, distiller and optimizer, from the same initialisation
+    and batch; the teacher's outputs are cached after the warm-up call, as
+    from a training run's second epoch."""
+    import paddle
+    from detdistill.config import build_model, load_config
+    from detdistill.weights import load_weights
+    from .runs import ROOT, overrides, profile_opts
+    paddle.set_device('cpu')
+    tcfg = load_config(os.path.join(ROOT, profile.teacher),
+                       list(profile.opts))
+    fns, losses, batch = {}, {}, None
+    for m in methods:
+        cfg = load_config(os.path.join(ROOT, profile.student), profile_opts(
+            profile, opts) + overrides(m, profile, opts))
+        paddle.seed(0)
+        student, teacher = build_model(cfg), build_model(tcfg)
+        load_weights(teacher, teacher_weights)
+        d = Distillation(cfg, student, teacher)
+        trainer = d.trainer(cfg)
+        if batch is None:
+            batch = next(iter(trainer.loader))
+            paddle.seed(0)
+            plain = student_trainer(cfg)
+            fns['student_train_step'] = train_step(plain.detector,
+                                                   plain.optimizer)
+        d.model.train()
+        fns[m] = train_step(d.model, trainer.optimizer)
+        losses[m] = d.loss_only(batch)
+    timed = time_steps(fns, [batch], repeats)
+    loss_timed = time_steps(losses, [batch], repeats)
+    base = timed['student_train_step']['cpu_s']
+    for m in methods:
+        timed[m]['vs_student'] = timed[m]['cpu_s'] / base
+        timed[m]['loss_share'] = loss_timed[m]['cpu_s'] / timed[m]['cpu_s']
+    return timed
+
+
+def write_method_step_costs(costs, path, cmd):
+    """The figures of method_step_costs as a markdown table (and a .json
+    beside it)."""
+    from detdistill.fileio import atomic_write
+    import json
+    atomic_write(os.path.splitext(path)[0] + '.json',
+                 json.dumps(costs, indent=1))
+    lines = ['# Step cost of each distillation row', '',
+             'Produced by `{}`: median seconds of one training step, every '
+             'row interleaved in one process (CPU seconds are the steadier '
+             'figure on a shared machine); "loss share" is the '
+             'distillation losses alone (forward and backward) as a share '
+             'of the row\'s step. The teacher\'s outputs come from its '
+             'cache, as in every epoch after the first.'.format(cmd), '',
+             '| row | step wall (s) | step CPU (s) | vs plain student (CPU) '
+             '| loss share |', '|---|---|---|---|---|']
+    for k, v in costs.items():
+        lines.append('| {} | {:.4f} | {:.4f} | {} | {} |'.format(
+            k, v['wall_s'], v['cpu_s'],
+            '{:.2f}x'.format(v['vs_student']) if 'vs_student' in v
+            else '1.00x',
+            '{:.0%}'.format(v['loss_share']) if 'loss_share' in v else '-'))
+    atomic_write(path, '\n'.join(lines) + '\n')
 
 
 # -- The seam to the library's distiller and trainer --------------------------

@@ -647,3 +647,28 @@ def test_a_teacher_summary_without_weights_is_trained_again(demo_voc,
     for k in first:
         np.testing.assert_array_equal(first[k].numpy(), second[k].numpy())
     assert os.path.isfile(os.path.join(out, 'runs', 'l2_s0', 'summary.json'))
+
+
+def test_step_cost_of_each_row_against_the_plain_student(demo_voc, tmp_path,
+                                                         teacher_weights):
+    """tools/dev/profile_step.py --methods: one interleaved timing of the
+    plain student and each named distill row (a logit loss, a feature loss
+    with connectors, both), their ratios from those medians, and the table."""
+    tool = script('tools/dev/profile_step.py')
+    out = str(tmp_path / 'STEP_COST.md')
+    tool.main(['--profile', 'demo', '--methods', 'l2,cwd,l2_auto_cwd',
+               '--repeats', '2', '--out', out,
+               '--teacher_weights', 'demo=' + teacher_weights,
+               '-o'] + _tiny_opts(demo_voc))
+    with open(os.path.splitext(out)[0] + '.json') as f:
+        res = json.load(f)
+    assert list(res) == ['student_train_step', 'l2', 'cwd', 'l2_auto_cwd']
+    base = res['student_train_step']['cpu_s']
+    for m in ('l2', 'cwd', 'l2_auto_cwd'):
+        assert res[m]['repeats'] == 2
+        assert res[m]['vs_student'] == res[m]['cpu_s'] / base
+        assert 0 < res[m]['loss_share'] < 1
+    text = open(out).read()
+    assert '| cwd | {:.4f} | {:.4f} | {:.2f}x | {:.0%} |'.format(
+        res['cwd']['wall_s'], res['cwd']['cpu_s'], res['cwd']['vs_student'],
+        res['cwd']['loss_share']) in text

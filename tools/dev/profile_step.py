@@ -11,6 +11,13 @@ side by side with PaddleDetection's own (DistillModel + DistillYOLOv3Loss,
 Trainer.evaluate), in one process, one thread, interleaved; writes
 results/TEACHER_SPEED.md.
 
+With --methods (bench/step_cost.py): each distill row's step against the
+plain student's, interleaved in one process; writes
+results/<profile>/STEP_COST.md (and .json).
+
+python tools/dev/profile_step.py --profile converged --methods l2_auto,cwd
+    [--repeats 10] [--teacher_weights converged=PATH]
+
 python tools/dev/profile_step.py --compare_ppdet [--profiles demo,converged]
     [--repeats 10] [--eval_repeats 3] [--teacher_weights demo=PATH ...]
     [--student_weights demo=PATH ...] [--out results/TEACHER_SPEED.md]
@@ -22,6 +29,8 @@ import sys
 
 from bench import peers, speedups
 from bench.catalogue import catalogue
+from bench.runs import teacher_weights
+from bench.step_cost import method_step_costs, write_method_step_costs
 
 
 def _by_profile(items):
@@ -48,6 +57,11 @@ def main(argv=None):
                    'results/PROFILE.md, or results/TEACHER_SPEED.md with '
                    '--compare_ppdet')
     p.add_argument('--compare_ppdet', action='store_true')
+    p.add_argument('--methods', default=None,
+                   help='distill rows (bench/catalogue.yaml) whose step '
+                   'cost is measured against the plain student')
+    p.add_argument('-o', '--opt', nargs='*', default=[],
+                   help='-o overrides of every row (with --methods)')
     p.add_argument('--profiles', default='demo,converged',
                    help='the profiles compared with --compare_ppdet')
     p.add_argument('--eval_repeats', type=int, default=3)
@@ -60,6 +74,18 @@ def main(argv=None):
     args = p.parse_args(argv)
     cmd = 'python tools/dev/profile_step.py ' + ' '.join(
         argv if argv is not None else sys.argv[1:])
+    if args.methods:
+        prof = catalogue().profiles[args.profile]
+        out = args.out or os.path.join(prof.out, 'STEP_COST.md')
+        weights = _by_profile(args.teacher_weights).get(
+            prof.name, teacher_weights(prof.out, prof))
+        res = method_step_costs(prof, weights, args.methods.split(','),
+                                args.repeats, args.opt)
+        os.makedirs(os.path.dirname(out) or '.', exist_ok=True)
+        write_method_step_costs(res, out, cmd.strip())
+        with open(out) as f:
+            print(f.read())
+        return
     if args.compare_ppdet:
         out = args.out or 'results/TEACHER_SPEED.md'
         res = peers.compare(
