@@ -188,6 +188,27 @@ def test_qat_with_the_big_teacher(demo_voc, float_student, teacher_weights,
     assert len(int8_convs(_int8(out, demo_voc))) == N_CONVS
 
 
+def test_qat_without_distillation(demo_voc, float_student, tmp_path,
+                                  log_lines):
+    """--no_distill: the fake-quantized student trains on the detection
+    loss alone (no teacher built, no distill term logged), and still ends in
+    an INT8 checkpoint of every conv; with a teacher it is refused."""
+    out = _quantize(demo_voc, str(tmp_path), float_student, '--mode', 'qat',
+                    '--no_distill', extra=['LearningRate.base_lr=0.0001'])
+    assert out == str(tmp_path / (RUN + '_qat') / 'int8.pdparams')
+    assert 'QAT without distillation: the detection loss alone' in log_lines
+    assert not any(line.startswith('Distillation:') or 'QAT teacher' in line
+                   for line in log_lines)
+    steps = [line for line in log_lines if ' step: ' in line]
+    assert steps and not any('distill_loss' in line for line in steps)
+    assert len(int8_convs(_int8(out, demo_voc))) == N_CONVS
+    _fails(log_lines, ['-c', STUDENT, '--mode', 'qat', '--no_distill', '-t',
+                       TEACHER, '--teacher_pretrained', float_student, '-o'] +
+           tiny_opts(demo_voc, str(tmp_path)) + ['weights=' + float_student],
+           'QuantizationError: --no_distill trains without a teacher: drop '
+           '-t/--teacher_pretrained')
+
+
 def _fails(log_lines, argv, expected):
     with pytest.raises(SystemExit) as e:
         script('tools/quantize.py').main(argv)

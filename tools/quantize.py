@@ -4,8 +4,8 @@ training (QAT) with distillation.
 python tools/quantize.py -c STUDENT.yml -o weights=FLOAT_WEIGHTS --mode ptq \
     [--calib_images 32]
 python tools/quantize.py -c STUDENT.yml -o weights=FLOAT_WEIGHTS --mode qat \
-    [-t TEACHER.yml --teacher_pretrained W] [-r CKPT] [--eval] \
-    [-o epoch=2 LearningRate.base_lr=0.0001 ...]
+    [-t TEACHER.yml --teacher_pretrained W | --no_distill] [-r CKPT] \
+    [--eval] [-o epoch=2 LearningRate.base_lr=0.0001 ...]
 
 Writes save_dir/<config name>_<mode>/int8.pdparams, which tools/eval.py,
 tools/export_model.py (--onnx: a QDQ model) and tools/infer.py take as
@@ -32,6 +32,8 @@ def parse_args(argv=None):
                    help='QAT: teacher config (default: the float student)')
     p.add_argument('--teacher_pretrained', default=None,
                    help='QAT: teacher weights (with -t)')
+    p.add_argument('--no_distill', action='store_true',
+                   help='QAT with the detection loss alone (no teacher)')
     return p.parse_args(argv)
 
 
@@ -70,7 +72,11 @@ def main(argv=None):
     student = _float_student(cfg)
     if args.mode == 'ptq':
         return run_ptq(cfg, student, args.calib_images)[1]
-    trainer = build_qat_trainer(cfg, student, _teacher(args))
+    if args.no_distill and args.teacher_config:
+        raise QuantizationError('--no_distill trains without a teacher: '
+                                'drop -t/--teacher_pretrained')
+    trainer = build_qat_trainer(cfg, student, _teacher(args),
+                                distill=not args.no_distill)
     run_training(trainer, args, load_pretrained=False)
     return finish_qat(trainer)[1]
 

@@ -56,17 +56,26 @@ def run_ptq(cfg, student, num_images):
     return int8, save_int8(int8, output_dir(cfg, 'ptq'))
 
 
-def build_qat_trainer(cfg, student, teacher=None):
+def build_qat_trainer(cfg, student, teacher=None, distill=True):
     """The distillation trainer of the fake-quantized `student` (float
     weights loaded); `teacher`: a loaded detector, default a frozen copy of
-    the float student. Outputs go to output_dir(cfg, 'qat')."""
+    the float student. `distill=False`: the detection loss alone (the
+    comparison ACT users cannot make). Outputs go to output_dir(cfg,
+    'qat')."""
     from ..distill.distiller import build_distill_trainer
+    from ..engine import Trainer
+    qat_cfg = dict(cfg, filename=os.path.basename(output_dir(cfg, 'qat')))
+    if not distill:
+        logger.info('QAT without distillation: the detection loss alone')
+        qmodel = prepare(student, 'qat')
+        trainer = Trainer(qat_cfg, model=qmodel)
+        trainer.float_student = student
+        return trainer
     if teacher is None:
         teacher = copy.deepcopy(student)
         logger.info('QAT teacher: the float student itself')
     teacher.eval()
     qmodel = prepare(student, 'qat')
-    qat_cfg = dict(cfg, filename=os.path.basename(output_dir(cfg, 'qat')))
     trainer = build_distill_trainer(qat_cfg, qmodel, teacher)
     trainer.float_student = student
     return trainer
