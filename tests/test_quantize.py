@@ -245,3 +245,40 @@ def test_bad_inputs_are_named(demo_voc, float_student, tmp_path, log_lines):
     assert str(e.value) == (
         '{} is not an INT8 checkpoint (no .act_scale keys): '
         'tools/quantize.py writes one (int8.pdparams)'.format(float_student))
+
+
+def test_int8_quality_table_over_seeds(demo_voc, float_student, tmp_path):
+    """tools/dev/int8_quality.py: per seed, the float student and its PTQ,
+    QAT and QAT-with-distillation versions evaluated by tools/eval.py; the
+    table shows those results, and a second invocation reuses every
+    finished step."""
+    import json
+    tool = script('tools/dev/int8_quality.py')
+    out = str(tmp_path / 'q')
+    opts = [o for o in tiny_opts(demo_voc, 'unused')
+            if not o.startswith(('save_dir=', 'epoch='))]
+    argv = ['--profile', 'demo', '--weights', '0=' + float_student,
+            '--out', out, '--calib_images', '8',
+            '--qat_opts', 'epoch=1', 'LearningRate.base_lr=0.0001', '-o'] + \
+        opts
+    tool.main(argv)
+    with open(os.path.join(out, 'quality.json')) as f:
+        res = json.load(f)['results']
+    assert sorted(res) == ['0']
+    for seed in res:
+        assert list(res[seed]) == tool.STEPS
+        assert os.path.isfile(os.path.join(out, seed, 'yolov3_mobilenet_v1_'
+                                           'demo_qat', 'int8.pdparams'))
+        assert os.path.isfile(os.path.join(out, seed, 'nd', 'yolov3_'
+                                           'mobilenet_v1_demo_qat',
+                                           'int8.pdparams'))
+    with open(os.path.join(out, '0', 'float.json')) as f:  # eval.py's own
+        assert res['0']['float']['mAP'] == json.load(f)['mAP']
+    m = [100 * res['0'][s]['mAP']['11point'] for s in tool.STEPS]
+    text = open(os.path.join(out, 'QUALITY.md')).read()
+    assert '| QAT, detection loss alone | {:.2f} | 0.00 | {:.2f} | ' \
+        '{:+.2f} |'.format(m[2], m[2], m[2] - m[0]) in text
+    stamp = os.path.getmtime(os.path.join(out, '0', 'qat_distill.json'))
+    tool.main(argv)
+    assert os.path.getmtime(os.path.join(out, '0', 'qat_distill.json')) == \
+        stamp
