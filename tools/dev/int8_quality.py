@@ -15,11 +15,11 @@ log is OUT/<seed>/<step>.log.
 import argparse
 import json
 import os
-import subprocess
 import sys
 
 from bench.catalogue import catalogue
-from bench.runs import ROOT, profile_opts
+from bench.runs import profile_opts
+from bench.watch import run_watched
 from detdistill.fileio import atomic_write
 
 STEPS = ['float', 'ptq', 'qat_no_distill', 'qat_distill']
@@ -28,7 +28,6 @@ LABELS = {'float': 'float student (FP32)',
           'qat_no_distill': 'QAT, detection loss alone',
           'qat_distill': 'QAT with distillation (teacher: the float '
                          'student, L2 auto)'}
-TIMEOUT_S = 3600  # one QAT epoch of the larger profiles takes minutes
 
 
 def parse_args(argv=None):
@@ -46,12 +45,9 @@ def parse_args(argv=None):
 
 
 def _run(cmd, log):
-    """A user command, its output to `log`; bounded by TIMEOUT_S."""
-    with open(log, 'w') as f:
-        f.write('$ ' + ' '.join(cmd) + '\n')
-        f.flush()
-        code = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT,
-                              cwd=ROOT, timeout=TIMEOUT_S).returncode
+    """A user command, its output to `log` (a stalled one is stopped:
+    bench/watch.py)."""
+    code = run_watched(cmd, log)
     if code != 0:
         raise SystemExit('{} failed (exit {}); see {}'.format(
             ' '.join(cmd[:3]), code, log))
