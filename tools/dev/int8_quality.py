@@ -18,7 +18,7 @@ import os
 import sys
 
 from bench.catalogue import catalogue
-from bench.runs import profile_opts
+from bench.runs import ensure_data, profile_opts
 from bench.watch import run_watched
 from detdistill.fileio import atomic_write
 
@@ -112,6 +112,7 @@ def main(argv=None):
     args = parse_args(argv)
     profile = catalogue().profiles[args.profile]
     weights = dict(w.split('=', 1) for w in args.weights)
+    ensure_data(profile, args.opt)  # as the benchmark: e.g. BCCD's split
     results = {}
     for seed, w in weights.items():
         results[seed] = measure_seed(profile, seed, w, args.out, args)
