@@ -30,11 +30,19 @@ LABELS = {'float': 'float student (FP32)',
                          'student, L2 auto)'}
 
 
+def _pair(text):
+    """NAME=PATH from the command line, or a usage error naming it."""
+    if '=' not in text:
+        raise argparse.ArgumentTypeError(
+            'expected NAME=PATH, got {!r}'.format(text))
+    return tuple(text.split('=', 1))
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument('--profile', required=True)
-    p.add_argument('--weights', nargs='+', required=True,
+    p.add_argument('--weights', nargs='+', required=True, type=_pair,
                    metavar='SEED=PATH')
     p.add_argument('--out', required=True)
     p.add_argument('--calib_images', type=int, default=64)
@@ -111,7 +119,7 @@ def table(results, calib):
 def main(argv=None):
     args = parse_args(argv)
     profile = catalogue().profiles[args.profile]
-    weights = dict(w.split('=', 1) for w in args.weights)
+    weights = dict(args.weights)
     ensure_data(profile, args.opt)  # as the benchmark: e.g. BCCD's split
     results = {}
     for seed, w in weights.items():
