@@ -238,6 +238,61 @@ def test_a_stop_signal_swallowed_in_a_fork_hook_still_stops_the_run(
     _no_leftovers(out)
 
 
+# Stop signals at random moments of a worker loader's epoch, many times. A
+# signal landing just after a queue's lock was taken (between the lock's
+# acquire and the `with` that releases it) left the lock held, and the
+# loader's clean-up then waited on it for good: a hang seen in CI, and in
+# each of three runs of this test before the fix.
+_SIGNALS_IN_LOADER = textwrap.dedent('''
+    import faulthandler, os, random, signal, sys, threading, time
+    import numpy as np
+    sys.path.insert(0, {root!r})
+    from detdistill.data.loader import PrefetchLoader
+    from detdistill.engine import interrupt
+
+    class Sampler:
+        def __iter__(self):
+            return iter([[i] for i in range(400)])
+
+        def __len__(self):
+            return 400
+
+    data = [np.full((4,), i, 'float32') for i in range(400)]
+    rng = random.Random(0)
+    inside = 0
+    with interrupt.installed():
+        for epoch in range({epochs}):
+            faulthandler.dump_traceback_later(20, exit=True)  # a hang
+            loader = PrefetchLoader(data, Sampler(), np.stack, prefetch=64,
+                                    workers=2)
+            timer = threading.Timer(rng.uniform(0, 0.02), os.kill,
+                                    (os.getpid(), signal.SIGINT))
+            batches = 0
+            try:
+                timer.start()
+                for batch in loader:
+                    batches += 1
+                time.sleep(1)  # the loader ended first: the signal comes
+            except KeyboardInterrupt:
+                inside += batches < 400
+            timer.join()
+            del interrupt._pending[:]
+    faulthandler.cancel_dump_traceback_later()
+    print('interrupted inside the epoch', inside)
+''')
+
+
+def test_stop_signals_at_random_moments_never_hang_the_loader(tmp_path):
+    path = tmp_path / 'signals.py'
+    path.write_text(_SIGNALS_IN_LOADER.format(root=ROOT, epochs=1000))
+    r = run_tool([str(path)], 240)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
+    # nearly every signal reached the loader mid-epoch (else the test
+    # would not test it)
+    inside = int(r.stdout.split('interrupted inside the epoch')[1])
+    assert inside >= 900, r.stdout
+
+
 @pytest.mark.parametrize('tool', ['train', 'distill'])
 def test_a_killed_run_resumes_to_the_uninterrupted_weights(
         demo_voc, tmp_path, teacher_weights, uninterrupted, tool):

@@ -14,7 +14,8 @@ Here every wait is bounded or watches a stop condition: the reader hands
 each exception to the consumer, which raises it with the reader's
 traceback; a consumer that stops (an error in the step, Ctrl-C) makes the
 reader stop at its next put; worker processes are joined with a timeout,
-then terminated.
+then terminated. Stop signals are deferred around the main thread's queue
+operations, so none can leave a queue's lock taken.
 """
 import multiprocessing
 import os
@@ -114,6 +115,7 @@ class PrefetchLoader:
             _put(out, _Failure(e), stop)
 
     def _from_thread(self):
+        from ..engine.interrupt import deferred
         out, stop = queue.Queue(self.prefetch), threading.Event()
         reader = threading.Thread(target=self._read, args=(out, stop),
                                   daemon=True, name='detdistill-loader')
@@ -121,7 +123,8 @@ class PrefetchLoader:
         try:
             while True:
                 try:
-                    item = out.get(timeout=POLL_S)
+                    with deferred():  # see _from_processes
+                        item = out.get(timeout=POLL_S)
                 except queue.Empty:
                     # Reading a batch may take long (a slow disk); a reader
                     # that died without a word may not.
@@ -151,7 +154,7 @@ class PrefetchLoader:
         ctx = multiprocessing.get_context('fork')  # the dataset is not sent
         base_seed = int(np.random.randint(0, 2**31))  # after epoch seeding
         tasks = [ctx.Queue() for _ in range(self.workers)]
-        results, stop = ctx.Queue(), ctx.Event()
+        results, stop = ctx.Queue(), _SharedFlag(ctx)
         procs = [ctx.Process(
             target=_worker, args=(self.dataset, self.collate_fn, tasks[w],
                                   results, stop, base_seed, w, os.getpid()),
@@ -180,18 +183,27 @@ class PrefetchLoader:
                              name='detdistill-loader-inbox').start()
             order = iter(self.batch_sampler)
             sent, done, waiting = 0, 0, {}
+            # A stop signal raises its exception wherever the main thread
+            # is, also just after a queue's lock was taken and before the
+            # `with` that releases it (CPython checks signals between the
+            # two). The lock stays taken, and the next put, the queue's
+            # close or the interpreter's exit waits on it for good (a CI
+            # hang). So every queue operation of this thread runs with stop
+            # signals deferred to its end.
             def send():
                 nonlocal sent
                 indices = next(order, None)
                 if indices is not None:
-                    tasks[sent % len(tasks)].put((sent, list(indices)))
+                    with deferred():
+                        tasks[sent % len(tasks)].put((sent, list(indices)))
                     sent += 1
             for _ in range(self.prefetch * self.workers):
                 send()
             while done < sent:
                 if done not in waiting:
                     try:
-                        k, item = inbox.get(timeout=POLL_S)
+                        with deferred():
+                            k, item = inbox.get(timeout=POLL_S)
                     except queue.Empty:
                         _check_alive(procs)
                         continue
@@ -204,7 +216,8 @@ class PrefetchLoader:
                 send()
                 yield _to_tensors(item)
         finally:
-            _stop_workers(started, tasks + [results], stop)
+            with deferred():  # a second Ctrl-C must not cut it short
+                _stop_workers(started, tasks + [results], stop)
 
 
 def _worker(dataset, collate_fn, tasks, results, stop, base_seed, worker,
@@ -256,15 +269,31 @@ def _check_alive(procs):
                                              dead[0].exitcode))
 
 
+class _SharedFlag:
+    """The workers' stop flag: a byte of shared memory, read without a lock.
+    A multiprocessing Event takes a lock shared with the workers to be read,
+    so a worker killed while reading it would leave setting it blocked for
+    good."""
+
+    def __init__(self, ctx):
+        self._value = ctx.RawValue('b', 0)
+
+    def set(self):
+        self._value.value = 1
+
+    def is_set(self):
+        return bool(self._value.value)
+
+
 def _stop_workers(procs, queues, stop):
-    """Ask, then make: stop flag and a None each, a bounded join, terminate,
-    kill. Queues are closed without waiting for their pipes."""
+    """Ask, then make: the stop flag and a None each, a bounded join,
+    terminate, kill. Queues are closed without waiting for their pipes."""
     stop.set()
     for q in queues:
         q.cancel_join_thread()
     for q in queues[:len(procs)]:
         try:
-            q.put_nowait(None)
+            q.put_nowait(None)  # the worker ends now, not at its next look
         except (ValueError, OSError, queue.Full):
             pass
     for p in procs:
