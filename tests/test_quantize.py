@@ -3,6 +3,7 @@ the images alone, the INT8 network exports to Paddle Inference and to an
 ONNX QDQ model that agree, QAT with distillation resumes exactly, and bad
 inputs are named in one-line errors."""
 import os
+import shutil
 
 import numpy as np
 import onnx
@@ -13,7 +14,10 @@ from conftest import STUDENT, TEACHER, script, tiny_opts
 from detdistill.config import build_model, load_config
 from detdistill.data.build import build_eval_loader
 from detdistill.deploy.predictor import ExportedDetector
-from detdistill.deploy.verify import INT8_BOX_RTOL, INT8_SCORE_ATOL
+from detdistill.deploy.verify import BOX_RTOL, SCORE_ATOL, check_export
+from detdistill.errors import ExportCheckError
+from detdistill.quant.divergence import (TIE_STEPS, classify,
+                                         forced_reference, onnx_int8_run)
 from detdistill.quant.checkpoint import load_int8
 from detdistill.quant.qdq import Int8Conv2D, fake_quant, int8_convs
 
@@ -131,23 +135,97 @@ def test_int8_export_paddle_and_onnx_agree(demo_voc, int8_export):
     assert sorted(np.abs(v).max() for v in q_ws) == sorted(
         np.abs(l.int8_weight()).max() for l in int8_convs(int8).values())
 
-    # INT8 Paddle Inference vs INT8 ONNX Runtime on the 8 demo test images
+    # INT8 Paddle Inference vs INT8 ONNX Runtime on the 8 demo test images.
+    # End to end they may part where one int8 activation sat on a rounding
+    # tie; Paddle Inference fed ONNX Runtime's int8 conv inputs (through
+    # the dygraph network, which Paddle Inference equals: the export check)
+    # gives ONNX Runtime's outputs within the float tolerance.
     with open(os.path.join(demo_voc, 'test.txt')) as f:
         images = [os.path.join(demo_voc, line.split()[0]) for line in f]
     paddle_model = ExportedDetector(model_dir, 'paddle')
     onnx_model = ExportedDetector(model_dir, 'onnxruntime')
-    feed = paddle_model.preprocess(images)
-    (pb, ps), (ob, os_) = paddle_model.run(feed), onnx_model.run(feed)
-    assert ps.shape == (8, 6, 1575) and pb.shape == (8, 1575, 4)
-    live = ps.max(axis=1) > 0  # candidates over YOLOBox's conf_thresh
-    assert live.sum() > 100
-    # candidates on conf_thresh may fall on either side
-    assert (live != (os_.max(axis=1) > 0)).sum() <= 0.05 * live.sum()
-    live &= os_.max(axis=1) > 0
-    # the stated INT8 tolerance (verify.py): scores 0.01, boxes 0.1 x 160 px
-    np.testing.assert_allclose(os_, ps, rtol=0, atol=INT8_SCORE_ATOL)
-    np.testing.assert_allclose(ob[live], pb[live], rtol=0,
-                               atol=INT8_BOX_RTOL * 160)
+    for image in images:
+        feed = paddle_model.preprocess([image])
+        (pb, ps), (ob, os_) = paddle_model.run(feed), onnx_model.run(feed)
+        assert ps.shape == (1, 6, 1575) and pb.shape == (1, 1575, 4)
+        got, int8_inputs = onnx_int8_run(
+            os.path.join(model_dir, 'model.onnx'), feed, list(int8_convs(
+                int8)), onnx_model.backend.threads)
+        for a, b in zip(got, (ob, os_)):
+            np.testing.assert_array_equal(a, b)
+        (fb, fs), parted = forced_reference(int8, feed, int8_inputs,
+                                            _raw_outputs)
+        assert all(d['tie'] for d in parted.values()), parted
+        np.testing.assert_allclose(fs, os_, rtol=0, atol=SCORE_ATOL)
+        live = (fs.max(axis=1) > 0) & (os_.max(axis=1) > 0)
+        np.testing.assert_allclose(fb[live], ob[live], rtol=0,
+                                   atol=BOX_RTOL * 160)
+        if not parted:  # no tie on the way: Paddle Inference agrees as is
+            np.testing.assert_allclose(ps, os_, rtol=0, atol=SCORE_ATOL)
+
+
+def _raw_outputs(model, feed):
+    from detdistill.deploy.layers import deploy_layer
+    layer = deploy_layer(model, False)
+    with paddle.no_grad():
+        return [t.numpy() for t in layer(*[paddle.to_tensor(feed[n])
+                                           for n in layer.inputs])]
+
+
+def test_a_rounding_tie_is_told_from_a_wrong_value():
+    """The rule that excuses an INT8 ONNX image: at the first parted conv,
+    every differing element one step apart and within TIE_STEPS of a half
+    step (on the dygraph side)."""
+    steps = np.array([[0.2, 3.5, -7.5000005, 10.4, 126.9]], 'float32')
+    ours = np.array([[0, 4, -8, 10, 127]], 'int8')  # half to even
+    assert classify(steps, ours) is None
+    tie = ours.copy()
+    tie[0, 1] = 3  # 3.5 rounded down: a tie
+    assert classify(steps, tie) == {'elements': 1, 'max_steps': 1,
+                                    'max_tie_distance': 0.0, 'tie': True}
+    tie[0, 2] = -7  # 5e-7 steps from the tie: float rounding
+    got = classify(steps, tie)
+    assert got['elements'] == 2 and got['tie']
+    assert 0 < got['max_tie_distance'] < TIE_STEPS
+    far = ours.copy()
+    far[0, 3] = 11  # 10.4 is 0.1 steps from a tie: not rounding
+    got = classify(steps, far)
+    assert not got['tie'] and got['max_steps'] == 1
+    assert abs(got['max_tie_distance'] - 0.1) < 1e-5
+    two = ours.copy()
+    two[0, 1] = 2  # two steps away, even at a tie
+    assert classify(steps, two)['max_steps'] == 2
+    assert not classify(steps, two)['tie']
+
+
+def test_a_wrong_int8_scale_fails_the_export_check(demo_voc, int8_export,
+                                                   tmp_path):
+    """One conv's activation scale off by 30 % in the ONNX model: the check
+    names the conv where the int8 activations part, far from any tie."""
+    weights, model_dir = int8_export
+    int8 = _int8(weights, demo_voc)
+    broken = str(tmp_path / 'broken')
+    shutil.copytree(model_dir, broken)
+    model = onnx.load(os.path.join(broken, 'model.onnx'))
+    layer = 'backbone.conv4_1._pointwise_conv._conv'
+    for node in model.graph.node:
+        if node.op_type == 'Constant' and node.output[0] == \
+                layer + '.qdq.x_scale':
+            scale = onnx.numpy_helper.to_array(node.attribute[0].t)
+            node.attribute[0].t.CopyFrom(onnx.numpy_helper.from_array(
+                (scale * 1.3).astype('float32'), node.output[0]))
+            break
+    else:
+        raise AssertionError('no activation scale constant for ' + layer)
+    onnx.save(model, os.path.join(broken, 'model.onnx'))
+    with open(os.path.join(demo_voc, 'test.txt')) as f:
+        images = [os.path.join(demo_voc, line.split()[0]) for line in f]
+    # the intact export passes the same check
+    check_export(model_dir, int8, images[:4], ('onnxruntime',))
+    with pytest.raises(ExportCheckError) as e:
+        check_export(broken, int8, images[:4], ('onnxruntime',))
+    assert 'the int8 input of {} differs'.format(layer) in str(e.value)
+    assert 'not float rounding, the export is wrong there' in str(e.value)
 
 
 def test_qat_resume_is_exact(demo_voc, float_student, tmp_path):

@@ -33,7 +33,7 @@ from ..logger import get_logger
 from ..quant.qdq import int8_convs, onnx_mode
 from .layers import OUTPUTS, deploy_layer
 from .nms import nms_settings
-from .verify import INT8_BOX_RTOL, INT8_SCORE_ATOL, check_export
+from .verify import check_export
 
 __all__ = ['ExportError', 'image_shape', 'label_list', 'infer_config',
            'save_inference_model', 'export']
@@ -223,10 +223,7 @@ def export(detector, cfg, save_dir, exclude_nms=False, onnx=False,
                 convert_to_onnx(tmp, batch_size=1 if with_nms else None,
                                 output_names=OUTPUTS[with_nms])
             backends.append('onnxruntime')
-        tolerances = {'onnxruntime': (INT8_SCORE_ATOL, INT8_BOX_RTOL)} \
-            if int8_convs(detector) else None
-        report = check_export(tmp, detector, check_images, backends,
-                              tolerances)
+        report = check_export(tmp, detector, check_images, backends)
         _replace_dir(tmp, save_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -68,19 +68,28 @@ class PaddleBackend:
                 for n in self.predictor.get_output_names()]
 
 
+def onnx_session(model, threads=1):
+    """An ONNX Runtime CPU session of `model` (a path or a serialized
+    ModelProto). The number of threads changes how convolutions split their
+    sums, hence the float rounding: whatever looks inside a model to explain
+    its outputs (quant/divergence.py) must use the same."""
+    import onnxruntime as ort
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3  # errors only
+    return ort.InferenceSession(model, opts,
+                                providers=['CPUExecutionProvider'])
+
+
 class OnnxBackend:
     """ONNX Runtime on CPU."""
     name = 'onnxruntime'
 
     def __init__(self, model_dir, threads=1):
-        import onnxruntime as ort
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.log_severity_level = 3  # errors only
-        self.session = ort.InferenceSession(
-            _model_file(model_dir, 'model.onnx'), opts,
-            providers=['CPUExecutionProvider'])
+        self.threads = threads
+        self.session = onnx_session(_model_file(model_dir, 'model.onnx'),
+                                    threads)
         inputs = self.session.get_inputs()
         self.input_names = [i.name for i in inputs]
         batch = inputs[0].shape[0]

@@ -22,12 +22,14 @@ OPSET = 13
 
 
 def conv_scales(model):
-    """{conv weight parameter name: (act_scale, weight_scale, int8 weight)}
-    of `model`'s Int8Conv2D layers."""
-    return {l.conv.weight.name: (float(l.act_scale.numpy()[0]),
+    """{conv weight parameter name: (layer name, act_scale, weight_scale,
+    int8 weight)} of `model`'s Int8Conv2D layers. The nodes written for a
+    conv are named after its layer (`<layer>.qdq.x_q` is its int8 input):
+    parameter names change from one instance of a model to the next."""
+    return {l.conv.weight.name: (name, float(l.act_scale.numpy()[0]),
                                  l.weight_scale.numpy().astype('float32'),
                                  l.int8_weight())
-            for l in int8_convs(model).values()}
+            for name, l in int8_convs(model).items()}
 
 
 def _const(name, array):
@@ -49,7 +51,7 @@ def insert_qdq(model, scales):
             new_nodes.append(node)
             continue
         w_name = node.input[1]
-        act, w_scale, q_w = todo.pop(w_name)
+        layer, act, w_scale, q_w = todo.pop(w_name)
         const = producers.get(w_name)
         if const is None or const.op_type != 'Constant':
             raise OnnxExportError('Conv weight {} is not a Constant node in '
@@ -61,7 +63,7 @@ def insert_qdq(model, scales):
                                       w_name, w.shape, q_w.shape))
         # the float constant becomes the dequantized int8 one
         const.output[0] = w_name + '.float_unused'
-        p = w_name + '.qdq'
+        p = layer + '.qdq'
         new_nodes += [
             _const(p + '.q', q_w),
             _const(p + '.w_scale', w_scale),
