@@ -9,7 +9,8 @@ from .engine import interrupt
 from .errors import DetDistillError
 from .logger import get_logger
 
-__all__ = ['ArgsParser', 'TrainArgsParser', 'load_detector', 'run_training',
+__all__ = ['ArgsParser', 'TrainArgsParser', 'name_value', 'load_detector',
+           'run_training',
            'main_guard']
 
 
@@ -39,6 +40,15 @@ class TrainArgsParser(ArgsParser):
         self.add_argument('--use_vdl', action='store_true',
                           help='VisualDL scalars')
         self.add_argument('--vdl_log_dir', default='vdl_log_dir/scalar')
+
+
+def name_value(text):
+    """argparse type of NAME=VALUE arguments: (NAME, VALUE), or a usage
+    error naming the argument."""
+    if '=' not in text:
+        raise argparse.ArgumentTypeError(
+            'expected NAME=VALUE, got {!r}'.format(text))
+    return tuple(text.split('=', 1))
 
 
 def load_detector(args):

@@ -20,6 +20,7 @@ import sys
 from bench.catalogue import catalogue
 from bench.runs import ensure_data, profile_opts
 from bench.watch import run_watched
+from detdistill.cli import name_value
 from detdistill.fileio import atomic_write
 
 STEPS = ['float', 'ptq', 'qat_no_distill', 'qat_distill']
@@ -30,19 +31,11 @@ LABELS = {'float': 'float student (FP32)',
                          'student, L2 auto)'}
 
 
-def _pair(text):
-    """NAME=PATH from the command line, or a usage error naming it."""
-    if '=' not in text:
-        raise argparse.ArgumentTypeError(
-            'expected NAME=PATH, got {!r}'.format(text))
-    return tuple(text.split('=', 1))
-
-
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument('--profile', required=True)
-    p.add_argument('--weights', nargs='+', required=True, type=_pair,
+    p.add_argument('--weights', nargs='+', required=True, type=name_value,
                    metavar='SEED=PATH')
     p.add_argument('--out', required=True)
     p.add_argument('--calib_images', type=int, default=64)

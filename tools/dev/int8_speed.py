@@ -20,29 +20,22 @@ import os
 import statistics
 import time
 
+from detdistill.cli import name_value
 from detdistill.config import build_model, load_config
 from detdistill.deploy.export import export
 from detdistill.deploy.predictor import ExportedDetector
 from detdistill.quant.checkpoint import load_any_weights
 
 
-def _pair(text):
-    """NAME=PATH from the command line, or a usage error naming it."""
-    if '=' not in text:
-        raise argparse.ArgumentTypeError(
-            'expected NAME=PATH, got {!r}'.format(text))
-    return tuple(text.split('=', 1))
-
-
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument('-c', '--config', required=True)
-    p.add_argument('--weights', nargs='+', required=True, type=_pair)
+    p.add_argument('--weights', nargs='+', required=True, type=name_value)
     p.add_argument('-o', '--opt', nargs='*', default=[])
     p.add_argument('--images', type=int, default=64)
     p.add_argument('--rounds', type=int, default=5)
     p.add_argument('--threads', type=int, nargs='+', default=[1])
-    p.add_argument('--teacher', default=None, metavar='CFG=W', type=_pair,
+    p.add_argument('--teacher', default=None, metavar='CFG=W', type=name_value,
                    help='also time this model (its own config)')
     p.add_argument('--md', default=None, help='write the table here')
     p.add_argument('--batch', type=int, default=1)

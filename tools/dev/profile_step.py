@@ -31,16 +31,7 @@ from bench import peers, speedups
 from bench.catalogue import catalogue
 from bench.runs import teacher_weights
 from bench.step_cost import method_step_costs, write_method_step_costs
-
-
-def _by_profile(items):
-    out = {}
-    for item in items or []:
-        if '=' not in item:
-            raise SystemExit('expected PROFILE=PATH, got {!r}'.format(item))
-        k, v = item.split('=', 1)
-        out[k] = v
-    return out
+from detdistill.cli import name_value
 
 
 def main(argv=None):
@@ -68,16 +59,17 @@ def main(argv=None):
     p.add_argument('--batches', type=int, default=4,
                    help='fixed batches the steps cycle over')
     p.add_argument('--teacher_weights', nargs='*', default=[],
-                   metavar='PROFILE=PATH')
+                   metavar='PROFILE=PATH', type=name_value)
     p.add_argument('--student_weights', nargs='*', default=[],
-                   metavar='PROFILE=PATH', help='weights evaluated')
+                   metavar='PROFILE=PATH', type=name_value,
+                   help='weights evaluated')
     args = p.parse_args(argv)
     cmd = 'python tools/dev/profile_step.py ' + ' '.join(
         argv if argv is not None else sys.argv[1:])
     if args.methods:
         prof = catalogue().profiles[args.profile]
         out = args.out or os.path.join(prof.out, 'STEP_COST.md')
-        weights = _by_profile(args.teacher_weights).get(
+        weights = dict(args.teacher_weights).get(
             prof.name, teacher_weights(prof.out, prof))
         res = method_step_costs(prof, weights, args.methods.split(','),
                                 args.repeats, args.opt)
@@ -90,8 +82,8 @@ def main(argv=None):
         out = args.out or 'results/TEACHER_SPEED.md'
         res = peers.compare(
             args.profiles.split(','), args.repeats, args.eval_repeats,
-            args.batches, _by_profile(args.teacher_weights),
-            _by_profile(args.student_weights))
+            args.batches, dict(args.teacher_weights),
+            dict(args.student_weights))
     else:
         out = args.out or 'results/PROFILE.md'
         res = speedups.measure(catalogue().profiles[args.profile],
