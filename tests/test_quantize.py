@@ -172,6 +172,24 @@ def _raw_outputs(model, feed):
                                            for n in layer.inputs])]
 
 
+def test_int8_export_with_nms_passes_its_check(demo_voc, int8_export,
+                                               tmp_path):
+    """With NMS in the model (batch 1 in ONNX) the check pairs detections
+    against the same forced reference, and the export completes."""
+    weights, _ = int8_export
+    check = os.path.join(demo_voc, 'VOCdevkit', 'VOC2012', 'JPEGImages')
+    model_dir = script('tools/export_model.py').main(
+        ['-c', STUDENT, '--output_dir', str(tmp_path), '--onnx',
+         '--check_dir', check, '-o', 'weights=' + weights,
+         'EvalDataset.dataset_dir=' + demo_voc,
+         'TestDataset.anno_path=' + os.path.join(demo_voc,
+                                                 'label_list.txt')])
+    ops = [n.op_type for n in onnx.load(os.path.join(
+        model_dir, 'model.onnx')).graph.node]
+    assert ops.count('QuantizeLinear') == N_CONVS
+    assert 'NonMaxSuppression' in ops
+
+
 def test_a_rounding_tie_is_told_from_a_wrong_value():
     """The rule that excuses an INT8 ONNX image: at the first parted conv,
     every differing element one step apart and within TIE_STEPS of a half
