@@ -2,15 +2,18 @@
 the images alone, the INT8 network exports to Paddle Inference and to an
 ONNX QDQ model that agree, QAT with distillation resumes exactly, and bad
 inputs are named in one-line errors."""
+import importlib.metadata
 import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import onnx
 import paddle
 import pytest
 
-from conftest import STUDENT, TEACHER, script, tiny_opts
+from conftest import ROOT, STUDENT, TEACHER, script, tiny_opts
 from detdistill.config import build_model, load_config
 from detdistill.data.build import build_eval_loader
 from detdistill.deploy.predictor import ExportedDetector
@@ -188,6 +191,31 @@ def test_int8_export_with_nms_passes_its_check(demo_voc, int8_export,
         model_dir, 'model.onnx')).graph.node]
     assert ops.count('QuantizeLinear') == N_CONVS
     assert 'NonMaxSuppression' in ops
+
+
+def test_int8_export_leaves_installed_packages_unchanged(
+        demo_voc, int8_export, tmp_path):
+    """The INT8 ONNX export goes through paddle2onnx too, whose polygraphy
+    path pip-installs packages when this variable is set (docs/deploy.md):
+    the installed set is the same after it."""
+    weights, _ = int8_export
+
+    def installed():
+        return sorted((d.metadata['Name'].lower(), d.version)
+                      for d in importlib.metadata.distributions())
+    before = installed()
+    env = dict(os.environ, POLYGRAPHY_AUTOINSTALL_DEPS='1')
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, 'tools', 'export_model.py'),
+         '-c', STUDENT, '--onnx', '--exclude_nms', '--output_dir',
+         str(tmp_path), '-o', 'weights=' + weights,
+         'EvalDataset.dataset_dir=' + demo_voc,
+         'TestDataset.anno_path=' + os.path.join(demo_voc, 'label_list.txt')],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert 'QuantizeLinear/DequantizeLinear on the inputs and weights of ' \
+        '{} convs'.format(N_CONVS) in proc.stdout + proc.stderr
+    assert installed() == before
 
 
 def test_a_rounding_tie_is_told_from_a_wrong_value():
