@@ -20,7 +20,7 @@ from detdistill.deploy.predictor import ExportedDetector
 from detdistill.deploy.verify import BOX_RTOL, SCORE_ATOL, check_export
 from detdistill.errors import ExportCheckError
 from detdistill.quant.divergence import (TIE_STEPS, classify,
-                                         forced_reference, onnx_int8_run)
+                                         forced_reference, onnx_int8_reader)
 from detdistill.quant.checkpoint import load_int8
 from detdistill.quant.qdq import Int8Conv2D, fake_quant, int8_convs
 
@@ -147,13 +147,14 @@ def test_int8_export_paddle_and_onnx_agree(demo_voc, int8_export):
         images = [os.path.join(demo_voc, line.split()[0]) for line in f]
     paddle_model = ExportedDetector(model_dir, 'paddle')
     onnx_model = ExportedDetector(model_dir, 'onnxruntime')
+    read = onnx_int8_reader(os.path.join(model_dir, 'model.onnx'),
+                            list(int8_convs(int8)),
+                            onnx_model.backend.threads)
     for image in images:
         feed = paddle_model.preprocess([image])
         (pb, ps), (ob, os_) = paddle_model.run(feed), onnx_model.run(feed)
         assert ps.shape == (1, 6, 1575) and pb.shape == (1, 1575, 4)
-        got, int8_inputs = onnx_int8_run(
-            os.path.join(model_dir, 'model.onnx'), feed, list(int8_convs(
-                int8)), onnx_model.backend.threads)
+        got, int8_inputs = read(feed)
         for a, b in zip(got, (ob, os_)):
             np.testing.assert_array_equal(a, b)
         (fb, fs), parted = forced_reference(int8, feed, int8_inputs,

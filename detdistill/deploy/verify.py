@@ -235,14 +235,14 @@ def _compare_int8_onnx(model_dir, detector, model, feed, with_nms):
     conv inputs (quant/divergence.py): its outputs within the tolerances,
     and its own rounding of each conv input off ONNX Runtime's only at
     ties. Returns (stats, problems)."""
-    from ..quant.divergence import forced_reference, onnx_int8_run
-    layers = list(int8_convs(detector))
-    path = os.path.join(model_dir, 'model.onnx')
+    from ..quant.divergence import forced_reference, onnx_int8_reader
+    read = onnx_int8_reader(os.path.join(model_dir, 'model.onnx'),
+                            list(int8_convs(detector)),
+                            model.backend.threads)
     stats, problems, ties = {}, [], 0
     for i in range(len(feed['image'])):
         one = {k: v[i:i + 1] for k, v in feed.items()}
-        got, int8_inputs = onnx_int8_run(path, one, layers,
-                                         model.backend.threads)
+        got, int8_inputs = read(one)
         if not all(np.array_equal(a, b, equal_nan=True)
                    for a, b in zip(got, model.run(one))):
             problems.append('image {}: the model gives other outputs when '

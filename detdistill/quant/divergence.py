@@ -19,7 +19,7 @@ import paddle
 
 from .qdq import QMAX, QMIN, int8_convs
 
-__all__ = ['TIE_STEPS', 'classify', 'onnx_int8_run', 'forced_reference']
+__all__ = ['TIE_STEPS', 'classify', 'onnx_int8_reader', 'forced_reference']
 
 # How close to a half step a value rounded differently may sit, in steps.
 # Measured on the BCCD PTQ student: each parted image started from one or
@@ -46,10 +46,11 @@ def classify(ref_steps, got_q):
     return out
 
 
-def onnx_int8_run(onnx_path, feed, layers, threads=1):
-    """Run the export at `onnx_path` on `feed`, reading also every conv's
-    int8 input (quant/onnx_qdq.py names it `<layer>.qdq.x_q`). Returns (the
-    model's outputs, {layer: int8 input})."""
+def onnx_int8_reader(onnx_path, layers, threads=1):
+    """A function feed -> (the export's outputs, {layer: int8 input}) that
+    runs the export at `onnx_path` reading also every conv's int8 input
+    (quant/onnx_qdq.py names it `<layer>.qdq.x_q`); its session is built
+    once."""
     import onnx
     from onnx import helper
     from ..deploy.predictor import onnx_session
@@ -59,10 +60,12 @@ def onnx_int8_run(onnx_path, feed, layers, threads=1):
         graph.graph.output.append(helper.make_tensor_value_info(
             name + '.qdq.x_q', onnx.TensorProto.INT8, None))
     sess = onnx_session(graph.SerializeToString(), threads)
-    got = sess.run(None, {i.name: np.ascontiguousarray(feed[i.name],
-                                                       dtype='float32')
-                          for i in sess.get_inputs()})
-    return got[:n_out], dict(zip(layers, got[n_out:]))
+
+    def read(feed):
+        got = sess.run(None, {i.name: np.ascontiguousarray(
+            feed[i.name], dtype='float32') for i in sess.get_inputs()})
+        return got[:n_out], dict(zip(layers, got[n_out:]))
+    return read
 
 
 def forced_reference(model, feed, int8_inputs, reference):

@@ -19,7 +19,7 @@ from detdistill.deploy.export import export_int8_onnx, save_inference_model
 from detdistill.deploy.layers import deploy_layer
 from detdistill.deploy.predictor import ExportedDetector
 from detdistill.quant.checkpoint import load_int8
-from detdistill.quant.divergence import classify, onnx_int8_run
+from detdistill.quant.divergence import classify, onnx_int8_reader
 from detdistill.quant.qdq import int8_convs
 
 
@@ -49,8 +49,8 @@ def main(argv=None):
     with paddle.no_grad():
         deploy_layer(model, False)(*[paddle.to_tensor(feed[k]) for k in
                                      ('image', 'im_shape', 'scale_factor')])
-    _, got = onnx_int8_run(os.path.join(args.out, 'model.onnx'), feed,
-                           list(acts))
+    _, got = onnx_int8_reader(os.path.join(args.out, 'model.onnx'),
+                              list(acts))(feed)
     for i, name in enumerate(acts):  # forward order
         d = classify(acts[name], got[name]) or {
             'elements': 0, 'max_steps': 0}
