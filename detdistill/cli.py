@@ -99,7 +99,9 @@ def main_guard(fn):
     def wrapper(*args, **kwargs):
         try:
             with interrupt.installed():
-                return fn(*args, **kwargs)
+                out = fn(*args, **kwargs)
+                interrupt.check()  # a signal that waited out Paddle's code
+                return out
         except (DetDistillError, FileNotFoundError) as e:
             get_logger().error('{}: {}'.format(type(e).__name__, e))
             sys.exit(1)

@@ -3,6 +3,8 @@ run within seconds and cleanly: both raise `Interrupted` in the main thread,
 so the step loop unwinds like on any error (the loader's reader stops, no
 checkpoint of the unfinished epoch is written) and the tool exits 128 +
 the signal's number, naming the last complete checkpoint to resume from.
+A signal that lands in Paddle's code is raised at the next `check` instead
+(see `_in_paddle`): at most one step or batch later.
 
 Paddle installs a SIGTERM handler of its own that prints a C++ stack and
 aborts without unwinding Python; `installed` replaces it. It also makes
@@ -11,6 +13,7 @@ run: `kill -USR1 PID` shows where a run that seems stuck is.
 """
 import contextlib
 import faulthandler
+import os
 import signal
 import sys
 import threading
@@ -38,9 +41,26 @@ class Interrupted(KeyboardInterrupt):
         return 128 + self.signum
 
 
+def _in_paddle(frame):
+    """Whether Paddle's code is on the stack. Its C++ calls back into
+    Python (a PyLayer's backward, a numpy version check while converting an
+    array) where an exception cannot unwind: raised there, the signal's
+    exception became an OSError from the backward pass, or ended the process
+    with SIGABRT ("terminate called after throwing pybind11::
+    error_already_set"), seen in CI. Such a signal waits for `check`, which
+    every training step, eval batch and loader wait calls."""
+    paddle = sys.modules.get('paddle')
+    root = os.path.dirname(getattr(paddle, '__file__', None) or '') + os.sep
+    while frame is not None and root != os.sep:
+        if frame.f_code.co_filename.startswith(root):
+            return True
+        frame = frame.f_back
+    return False
+
+
 def _handler(signum, frame):
     _pending.append(signum)
-    if not _depth:
+    if not _depth and not _in_paddle(frame):
         raise Interrupted(signum)
 
 
