@@ -3,8 +3,8 @@ run within seconds and cleanly: both raise `Interrupted` in the main thread,
 so the step loop unwinds like on any error (the loader's reader stops, no
 checkpoint of the unfinished epoch is written) and the tool exits 128 +
 the signal's number, naming the last complete checkpoint to resume from.
-A signal that lands in Paddle's code is raised at the next `check` instead
-(see `_in_paddle`): at most one step or batch later.
+A signal that lands in Paddle's (or numpy's) code is raised at the next
+`check` instead (see `_in_paddle`): at most one step or batch later.
 
 Paddle installs a SIGTERM handler of its own that prints a C++ stack and
 aborts without unwinding Python; `installed` replaces it. It also makes
@@ -42,17 +42,19 @@ class Interrupted(KeyboardInterrupt):
 
 
 def _in_paddle(frame):
-    """Whether Paddle's code is on the stack. Its C++ calls back into
-    Python (a PyLayer's backward, a numpy version check while converting an
-    array) where an exception cannot unwind: raised there, the signal's
-    exception became an OSError from the backward pass, or ended the process
-    with SIGABRT ("terminate called after throwing pybind11::
-    error_already_set"), seen in CI. Such a signal waits for `check`, which
-    every training step, eval batch and loader wait calls."""
-    paddle = sys.modules.get('paddle')
-    root = os.path.dirname(getattr(paddle, '__file__', None) or '') + os.sep
-    while frame is not None and root != os.sep:
-        if frame.f_code.co_filename.startswith(root):
+    """Whether Paddle's (or numpy's) code is on the stack. Paddle's C++
+    calls back into Python (a PyLayer's backward; numpy's version check
+    while converting an array, also from methods bound straight to C++
+    such as Tensor.numpy) where an exception cannot unwind: raised there,
+    the signal's exception became an OSError from the backward pass, or
+    ended the process with SIGABRT ("terminate called after throwing
+    pybind11::error_already_set"), seen in CI. Such a signal waits for
+    `check`, which every training step, eval batch and loader wait calls."""
+    roots = tuple(os.path.dirname(m.__file__) + os.sep
+                  for m in map(sys.modules.get, ('paddle', 'numpy'))
+                  if getattr(m, '__file__', None))
+    while frame is not None and roots:
+        if frame.f_code.co_filename.startswith(roots):
             return True
         frame = frame.f_back
     return False
